@@ -1,0 +1,1 @@
+"""HTTP edge: app factory, controllers, wire schemas, auth, problem details."""

@@ -1,0 +1,165 @@
+"""Thin HTTP controllers: decode, call the service, encode. No business rules here."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get, post, put
+from litestar.params import JSONBody, Parameter
+
+from intake.auth import require_admin, require_gateway
+from intake.problems import ProblemError
+from intake.schemas import (
+    IDEMPOTENCY_KEY_PATTERN,
+    AdjustmentIn,
+    BlockIn,
+    BlockOut,
+    CancelIn,
+    DispatchIn,
+    DispatchOut,
+    HealthOut,
+    OrderIn,
+    OrderOut,
+    PaymentIn,
+    SkuIn,
+    SkuOut,
+    StockLevelOut,
+    StockOut,
+    StockSetIn,
+    TransferIn,
+    TransferOut,
+    WarehouseIn,
+    WarehouseOut,
+)
+from intake.service import CatalogService, OrderService
+from intake.views import order_out
+
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+
+PathId = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
+def _orders(request: Request[Any, Any, Any]) -> OrderService:
+    service: OrderService = request.app.state.order_service
+    return service
+
+
+def _catalog(request: Request[Any, Any, Any]) -> CatalogService:
+    service: CatalogService = request.app.state.catalog_service
+    return service
+
+
+class OrderController(Controller):
+    path = "/v1/orders"
+    guards = [require_gateway]
+    tags = ["orders"]
+
+    @post("/", operation_id="createOrder", status_code=201, summary="Hold stock for an order")
+    async def create_order(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[OrderIn],
+        idempotency_key: Annotated[
+            str | None, Parameter(header="Idempotency-Key", description="required; 1-128 printable ASCII")
+        ] = None,
+    ) -> Response[OrderOut]:
+        if idempotency_key is None:
+            raise ProblemError(400, "invalid-request", "the Idempotency-Key header is required")
+        if not _IDEMPOTENCY_KEY.match(idempotency_key):
+            raise ProblemError(400, "invalid-request", "Idempotency-Key must be 1-128 printable ASCII characters")
+        created, order = await _orders(request).place(data, idempotency_key)
+        headers = {} if created else {"Idempotent-Replayed": "true"}
+        return Response(order_out(order), status_code=201, headers=headers)
+
+    @get("/{order_id:str}", operation_id="getOrder", summary="Current state of an order")
+    async def get_order(self, request: Request[Any, Any, Any], order_id: PathId) -> OrderOut:
+        return order_out(await _orders(request).get(order_id))
+
+    @post("/{order_id:str}/cancel", operation_id="cancelOrder", status_code=200, summary="Cancel and release")
+    async def cancel_order(
+        self, request: Request[Any, Any, Any], order_id: PathId, data: JSONBody[CancelIn | None] = None
+    ) -> OrderOut:
+        reason = data.reason if data is not None else "customer"
+        return order_out(await _orders(request).cancel(order_id, reason))
+
+    @post("/{order_id:str}/payment", operation_id="payOrder", status_code=200, summary="Record a payment")
+    async def pay_order(self, request: Request[Any, Any, Any], order_id: PathId, data: JSONBody[PaymentIn]) -> OrderOut:
+        return order_out(await _orders(request).pay(order_id, data))
+
+
+class CatalogController(Controller):
+    path = "/v1"
+    guards = [require_admin]
+    tags = ["control plane"]
+
+    @put("/warehouses/{warehouse_id:str}", operation_id="putWarehouse")
+    async def put_warehouse(
+        self, request: Request[Any, Any, Any], warehouse_id: PathId, data: JSONBody[WarehouseIn]
+    ) -> WarehouseOut:
+        return await _catalog(request).put_warehouse(warehouse_id, data)
+
+    @put("/dispatch/{region:str}", operation_id="putDispatch")
+    async def put_dispatch(self, request: Request[Any, Any, Any], region: PathId, data: JSONBody[DispatchIn]) -> DispatchOut:
+        return await _catalog(request).put_dispatch(region, data)
+
+    @get("/dispatch/{region:str}", operation_id="getDispatch")
+    async def get_dispatch(self, request: Request[Any, Any, Any], region: PathId) -> DispatchOut:
+        return await _catalog(request).get_dispatch(region)
+
+    @put("/skus/{sku:str}", operation_id="putSku")
+    async def put_sku(self, request: Request[Any, Any, Any], sku: PathId, data: JSONBody[SkuIn]) -> SkuOut:
+        return await _catalog(request).put_sku(sku, data)
+
+    @get("/skus/{sku:str}", operation_id="getSku")
+    async def get_sku(self, request: Request[Any, Any, Any], sku: PathId) -> SkuOut:
+        return await _catalog(request).get_sku(sku)
+
+    @put("/stock/{sku:str}/{warehouse_id:str}", operation_id="setStock", summary="Stocktake (compare-and-set)")
+    async def set_stock(
+        self, request: Request[Any, Any, Any], sku: PathId, warehouse_id: PathId, data: JSONBody[StockSetIn]
+    ) -> StockLevelOut:
+        return await _catalog(request).set_stock(sku, warehouse_id, data)
+
+    @post("/stock/{sku:str}/{warehouse_id:str}/adjustments", operation_id="adjustStock", status_code=200)
+    async def adjust_stock(
+        self, request: Request[Any, Any, Any], sku: PathId, warehouse_id: PathId, data: JSONBody[AdjustmentIn]
+    ) -> StockLevelOut:
+        return await _catalog(request).adjust_stock(sku, warehouse_id, data)
+
+    @post("/stock/transfers", operation_id="transferStock", status_code=200)
+    async def transfer_stock(self, request: Request[Any, Any, Any], data: JSONBody[TransferIn]) -> TransferOut:
+        return await _catalog(request).transfer_stock(data)
+
+    @get("/stock/{sku:str}", operation_id="getStock")
+    async def get_stock(self, request: Request[Any, Any, Any], sku: PathId) -> StockOut:
+        return await _catalog(request).get_stock(sku)
+
+    @put("/blocklist/{customer_id:str}", operation_id="blockCustomer")
+    async def block_customer(
+        self, request: Request[Any, Any, Any], customer_id: PathId, data: JSONBody[BlockIn]
+    ) -> BlockOut:
+        return await _catalog(request).block(customer_id, data)
+
+    @post("/blocklist/{customer_id:str}/unblock", operation_id="unblockCustomer", status_code=200)
+    async def unblock_customer(self, request: Request[Any, Any, Any], customer_id: PathId) -> BlockOut:
+        return await _catalog(request).unblock(customer_id)
+
+    @get("/blocklist/{customer_id:str}", operation_id="getBlock")
+    async def get_block(self, request: Request[Any, Any, Any], customer_id: PathId) -> BlockOut:
+        return await _catalog(request).get_block(customer_id)
+
+
+class HealthController(Controller):
+    path = "/"
+    tags = ["health"]
+
+    @get("/healthz", operation_id="health", summary="The process is up")
+    async def healthz(self) -> HealthOut:
+        return HealthOut("ok")
+
+    @get("/readyz", operation_id="ready", summary="Redis and Postgres answer")
+    async def readyz(self, request: Request[Any, Any, Any]) -> Response[HealthOut]:
+        checks = await request.app.state.readiness()
+        ready = all(value == "ok" for value in checks.values())
+        return Response(HealthOut("ok" if ready else "unavailable", checks), status_code=200 if ready else 503)

@@ -1,0 +1,131 @@
+"""RFC 9457 problem documents: one stable ``type`` per kind of error.
+
+Three kinds, never mixed: invalid input (400/413/422), business outcomes
+(403/404/409) and bugs (500, logged with the traceback). Problem documents never
+echo secrets or internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from intake.schemas import Problem
+from reservation.store import RedisError
+
+PROBLEM_BASE = "https://rushgate.dev/problems/"
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+logger = logging.getLogger("rushgate.intake")
+
+TITLES = {
+    "invalid-request": "The request is invalid",
+    "unauthorized": "Missing or wrong bearer token",
+    "forbidden": "This token may not use this endpoint",
+    "not-found": "Not found",
+    "method-not-allowed": "Method not allowed",
+    "payload-too-large": "The request body is too large",
+    "sold-out": "Sold out",
+    "purchase-limit": "Purchase limit reached",
+    "sale-not-open": "The sale is not open",
+    "customer-blocked": "The customer may not order",
+    "idempotency-key-reused": "The idempotency key was used with another request",
+    "amount-mismatch": "The amount differs from the order total",
+    "already-paid": "The order is already paid",
+    "payment-id-reused": "The payment id already paid another order",
+    "refund-pending": "The order was cancelled; the payment is recorded for refund",
+    "invalid-transition": "The order cannot do that in its current status",
+    "stock-conflict": "The stock changed or would fall below what is held",
+    "insufficient-stock": "Not enough available stock",
+    "backlog-full": "Too many events wait to be persisted",
+    "dependency-unavailable": "A dependency is unavailable",
+    "internal-error": "Internal error",
+}
+
+
+class ProblemError(Exception):
+    """Raised by controllers and services; rendered as a problem document."""
+
+    def __init__(self, status: int, kind: str, detail: str | None = None, **extensions: Any) -> None:
+        assert kind in TITLES, kind
+        super().__init__(detail or kind)
+        self.status = status
+        self.kind = kind
+        self.detail = detail
+        self.extensions = extensions
+        self.headers: dict[str, str] = {}
+
+
+_problem_encoder = msgspec.json.Encoder()
+
+
+def problem_response(
+    status: int, kind: str, detail: str | None = None, headers: dict[str, str] | None = None, **extensions: Any
+) -> Response[bytes]:
+    problem = Problem(type=PROBLEM_BASE + kind, title=TITLES[kind], status=status, detail=detail, **extensions)
+    return Response(
+        content=_problem_encoder.encode(problem),
+        status_code=status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def handle_problem(_: Request[Any, Any, Any], error: ProblemError) -> Response[bytes]:
+    return problem_response(error.status, error.kind, error.detail, error.headers or None, **error.extensions)
+
+
+def handle_validation(_: Request[Any, Any, Any], error: ValidationException) -> Response[bytes]:
+    messages = []
+    for item in error.extra or []:
+        if isinstance(item, dict):
+            messages.append(str(item.get("message", item)))
+        else:
+            messages.append(str(item))
+    return problem_response(400, "invalid-request", error.detail, errors=messages or None)
+
+
+_KIND_BY_STATUS = {
+    400: "invalid-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "payload-too-large",
+}
+
+
+def handle_http(_: Request[Any, Any, Any], error: HTTPException) -> Response[bytes]:
+    kind = _KIND_BY_STATUS.get(error.status_code)
+    if kind is None:
+        if error.status_code >= 500:
+            logger.error("HTTP %s: %s", error.status_code, error.detail)
+            return problem_response(500, "internal-error")
+        kind = "invalid-request"
+    headers = dict(error.headers or {})
+    if error.status_code == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return problem_response(error.status_code, kind, error.detail, headers or None)
+
+
+def handle_redis(_: Request[Any, Any, Any], error: RedisError) -> Response[bytes]:
+    logger.warning("Redis unavailable: %s", type(error).__name__)
+    return problem_response(503, "dependency-unavailable", "stock store unreachable", {"Retry-After": "1"})
+
+
+def handle_bug(request: Request[Any, Any, Any], error: Exception) -> Response[bytes]:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    return problem_response(500, "internal-error")
+
+
+EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+    ProblemError: handle_problem,
+    ValidationException: handle_validation,
+    HTTPException: handle_http,
+    RedisError: handle_redis,
+    Exception: handle_bug,
+}

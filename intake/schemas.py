@@ -1,0 +1,206 @@
+"""Wire schemas: every request and response body is a msgspec Struct with bounds.
+
+Public request bodies forbid unknown fields, so a typo is a 400, not a silently
+ignored option. Money is integer minor units; times are RFC 3339 UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,128}$"
+ORDER_ITEMS_MAX = 50
+QTY_MAX = 10_000
+PRICE_MAX = 10_000_000_000  # keeps every order total exact in Lua's doubles (< 2**53)
+STOCK_MAX = 1_000_000_000
+
+Identifier = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, description="1-64 of A-Z a-z 0-9 . _ -")]
+Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")]
+Qty = Annotated[int, msgspec.Meta(ge=1, le=QTY_MAX)]
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class RequestBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Base of public request bodies."""
+
+
+class OrderItemIn(RequestBody):
+    sku: Identifier
+    qty: Qty
+
+
+class OrderIn(RequestBody):
+    customer_id: Identifier
+    region: Identifier
+    order_type: Literal["flash", "normal"]
+    items: Annotated[list[OrderItemIn], msgspec.Meta(min_length=1, max_length=ORDER_ITEMS_MAX)]
+    allow_split: bool = False
+
+
+class PaymentIn(RequestBody):
+    payment_id: Identifier
+    amount: Annotated[int, msgspec.Meta(ge=0)]
+    method: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+
+
+class CancelIn(RequestBody):
+    reason: Literal["customer", "merchant"] = "customer"
+
+
+class OrderItemOut(msgspec.Struct, frozen=True):
+    sku: str
+    qty: int
+    unit_price: int
+
+
+class ShipmentItemOut(msgspec.Struct, frozen=True):
+    sku: str
+    qty: int
+
+
+class ShipmentOut(msgspec.Struct, frozen=True):
+    shipment_id: str
+    warehouse_id: str
+    merchant_id: str
+    items: list[ShipmentItemOut]
+
+
+class PaymentOut(msgspec.Struct, frozen=True):
+    payment_id: str
+    amount: int
+    method: str
+    paid_at: datetime
+
+
+class RefundOut(msgspec.Struct, frozen=True):
+    status: Literal["refund_pending"]
+    amount: int
+
+
+class OrderOut(msgspec.Struct, frozen=True, omit_defaults=True):
+    order_id: str
+    status: Literal["pending_payment", "paid", "cancelled"]
+    customer_id: str
+    region: str
+    order_type: str
+    created_at: datetime
+    expires_at: datetime
+    total: int
+    currency: str
+    items: list[OrderItemOut]
+    shipments: list[ShipmentOut]
+    cancel_reason: Literal["customer", "merchant", "payment_timeout"] | None = None
+    payment: PaymentOut | None = None
+    refund: RefundOut | None = None
+
+
+class WarehouseIn(RequestBody):
+    region: Identifier
+    name: Text
+
+
+class WarehouseOut(msgspec.Struct, frozen=True):
+    warehouse_id: str
+    region: str
+    name: str
+
+
+class DispatchIn(RequestBody):
+    warehouses: Annotated[list[Identifier], msgspec.Meta(min_length=1, max_length=32)]
+
+
+class DispatchOut(msgspec.Struct, frozen=True):
+    region: str
+    warehouses: list[str]
+
+
+class SkuIn(RequestBody):
+    name: Text
+    merchant_id: Identifier
+    price: Annotated[int, msgspec.Meta(ge=0, le=PRICE_MAX)]
+    currency: Currency
+    per_customer_limit: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    sale_starts_at: datetime | None = None
+    sale_ends_at: datetime | None = None
+    safety_stock: Annotated[int, msgspec.Meta(ge=0, le=STOCK_MAX)] = 0
+
+
+class SkuOut(msgspec.Struct, frozen=True, omit_defaults=True):
+    sku: str
+    name: str
+    merchant_id: str
+    price: int
+    currency: str
+    safety_stock: int
+    per_customer_limit: int | None = None
+    sale_starts_at: datetime | None = None
+    sale_ends_at: datetime | None = None
+
+
+class StockSetIn(RequestBody):
+    on_hand: Annotated[int, msgspec.Meta(ge=0, le=STOCK_MAX)]
+    expected_on_hand: Annotated[int, msgspec.Meta(ge=0, le=STOCK_MAX)] | None = None
+
+
+class AdjustmentIn(RequestBody):
+    delta: Annotated[int, msgspec.Meta(ge=-STOCK_MAX, le=STOCK_MAX)]
+    reason: Text
+
+
+class TransferIn(RequestBody):
+    sku: Identifier
+    from_warehouse: Identifier
+    to_warehouse: Identifier
+    qty: Annotated[int, msgspec.Meta(ge=1, le=STOCK_MAX)]
+
+
+class StockLevelOut(msgspec.Struct, frozen=True):
+    warehouse_id: str
+    on_hand: int
+    available: int
+    reserved: int
+    committed: int
+
+
+class StockOut(msgspec.Struct, frozen=True):
+    sku: str
+    warehouses: list[StockLevelOut]
+
+
+class TransferOut(msgspec.Struct, frozen=True):
+    sku: str
+    from_warehouse: StockLevelOut
+    to_warehouse: StockLevelOut
+
+
+class BlockIn(RequestBody):
+    reason: Text
+
+
+class BlockOut(msgspec.Struct, frozen=True):
+    customer_id: str
+    blocked: bool
+    reason: str | None = None
+
+
+class HealthOut(msgspec.Struct, frozen=True):
+    status: str
+    checks: dict[str, str] = {}
+
+
+class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
+    """RFC 9457 problem details, with the extension members rushgate uses."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    sku: str | None = None
+    order_id: str | None = None
+    current_on_hand: int | None = None
+    errors: list[str] | None = None

@@ -1,0 +1,374 @@
+"""Service layer: the use cases behind the HTTP API, in terms of the stock engine.
+
+Controllers translate HTTP to these calls and back; every outcome the engine
+returns is mapped here to a result or a problem, in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import msgspec
+
+from intake.problems import ProblemError
+from intake.schemas import (
+    AdjustmentIn,
+    BlockIn,
+    BlockOut,
+    DispatchIn,
+    DispatchOut,
+    OrderIn,
+    PaymentIn,
+    SkuIn,
+    SkuOut,
+    StockLevelOut,
+    StockOut,
+    StockSetIn,
+    TransferIn,
+    TransferOut,
+    WarehouseIn,
+    WarehouseOut,
+)
+from reservation.outcomes import CancelCode, PayCode, ReserveCode, StockCode, TransferCode
+from reservation.records import CustomerBlock, DispatchPut, OrderRecord, SkuPut, WarehousePut
+from reservation.store import OrderRequest, RedisStore, StockLevels
+from rushgate.settings import Settings
+
+Clock = Callable[[], int]
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def to_ms(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        raise ProblemError(400, "invalid-request", "times must carry a UTC offset (RFC 3339)")
+    return int(moment.timestamp() * 1000)
+
+
+def from_ms(milliseconds: int) -> datetime:
+    return datetime.fromtimestamp(milliseconds / 1000, tz=UTC)
+
+
+def new_order_id(now_ms: int) -> str:
+    """Time-ordered (so Postgres appends), unguessable suffix."""
+    return f"{now_ms:012x}{secrets.token_hex(6)}"
+
+
+_fingerprint_encoder = msgspec.msgpack.Encoder()
+
+
+def request_fingerprint(order: OrderIn) -> str:
+    """Identity of an order body, independent of item order and JSON formatting."""
+    items = sorted((item.sku, item.qty) for item in order.items)
+    canonical = (order.customer_id, order.region, order.order_type, items, order.allow_split)
+    return hashlib.blake2b(_fingerprint_encoder.encode(canonical), digest_size=16).hexdigest()
+
+
+_RESERVE_PROBLEMS = {
+    ReserveCode.SOLD_OUT: (409, "sold-out"),
+    ReserveCode.PURCHASE_LIMIT: (409, "purchase-limit"),
+    ReserveCode.SALE_NOT_OPEN: (409, "sale-not-open"),
+    ReserveCode.CUSTOMER_BLOCKED: (403, "customer-blocked"),
+    ReserveCode.IDEMPOTENCY_KEY_REUSED: (422, "idempotency-key-reused"),
+    ReserveCode.UNKNOWN_SKU: (422, "invalid-request"),
+    ReserveCode.UNKNOWN_REGION: (422, "invalid-request"),
+    ReserveCode.BACKLOG_FULL: (503, "backlog-full"),
+    ReserveCode.MIXED_CURRENCY: (422, "invalid-request"),
+}
+
+
+def _reserve_problem(code: ReserveCode, detail: str) -> ProblemError:
+    status, kind = _RESERVE_PROBLEMS[code]
+    if code is ReserveCode.SOLD_OUT:
+        return ProblemError(status, kind, f"not enough stock of {detail} in the region", sku=detail)
+    if code in (ReserveCode.PURCHASE_LIMIT, ReserveCode.SALE_NOT_OPEN):
+        return ProblemError(status, kind, f"sku {detail}", sku=detail)
+    if code is ReserveCode.UNKNOWN_SKU:
+        return ProblemError(status, kind, f"unknown sku {detail}", sku=detail)
+    if code is ReserveCode.UNKNOWN_REGION:
+        return ProblemError(status, kind, f"region {detail} has no dispatch rule")
+    if code is ReserveCode.MIXED_CURRENCY:
+        return ProblemError(status, kind, f"sku {detail} is priced in another currency", sku=detail)
+    if code is ReserveCode.IDEMPOTENCY_KEY_REUSED:
+        return ProblemError(status, kind, "this Idempotency-Key was used with a different body", order_id=detail)
+    error = ProblemError(status, kind, None)
+    if code is ReserveCode.BACKLOG_FULL:
+        error.headers["Retry-After"] = "1"
+    return error
+
+
+def _levels_out(warehouse_id: str, levels: StockLevels) -> StockLevelOut:
+    return StockLevelOut(warehouse_id, levels.on_hand, levels.available, levels.reserved, levels.committed)
+
+
+class OrderService:
+    """Order intake, payment and cancellation."""
+
+    def __init__(self, store: RedisStore, settings: Settings, clock: Clock = wall_clock_ms) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+
+    def hold_ttl_ms(self, order_type: str) -> int:
+        if order_type == "flash":
+            return self.settings.flash_hold_ttl_ms
+        return self.settings.normal_hold_ttl_ms
+
+    def to_request(self, order: OrderIn, idempotency_key: str, now_ms: int) -> OrderRequest:
+        skus = [item.sku for item in order.items]
+        if len(set(skus)) != len(skus):
+            raise ProblemError(422, "invalid-request", "each sku may appear once per order; add the quantities")
+        return OrderRequest(
+            order_id=new_order_id(now_ms),
+            idempotency_key=idempotency_key,
+            fingerprint=request_fingerprint(order),
+            customer_id=order.customer_id,
+            region=order.region,
+            order_type=order.order_type,
+            hold_ttl_ms=self.hold_ttl_ms(order.order_type),
+            allow_split=order.allow_split,
+            items=tuple((item.sku, item.qty) for item in order.items),
+        )
+
+    async def place(self, order: OrderIn, idempotency_key: str) -> tuple[bool, OrderRecord]:
+        """Hold stock for one order. Returns (created, order); a refusal raises ProblemError."""
+        now_ms = self.clock()
+        request = self.to_request(order, idempotency_key, now_ms)
+        (result,) = await self.store.reserve(
+            [request],
+            now_ms=now_ms,
+            stream_length_max=self.settings.stream_length_max,
+            idempotency_ttl_ms=self.settings.idempotency_ttl_ms,
+        )
+        if result.code in (ReserveCode.ACCEPTED, ReserveCode.REPLAYED):
+            assert result.order is not None, "an accepted order has a document"
+            return result.code is ReserveCode.ACCEPTED, result.order
+        raise _reserve_problem(result.code, result.detail)
+
+    async def get(self, order_id: str) -> OrderRecord:
+        order = await self.store.get_order(order_id)
+        if order is None:
+            raise ProblemError(404, "not-found", f"no order {order_id}", order_id=order_id)
+        return order
+
+    async def cancel(self, order_id: str, reason: str) -> OrderRecord:
+        order = await self.get(order_id)
+        (change,) = await self.store.cancel([order], reason=reason, now_ms=self.clock(), due_only=False)
+        if change.code is CancelCode.NOT_FOUND:
+            raise ProblemError(404, "not-found", f"no order {order_id}", order_id=order_id)
+        assert change.order is not None
+        if change.code is CancelCode.NOT_CANCELLABLE:
+            raise ProblemError(409, "invalid-transition", f"order is {change.order.status}", order_id=order_id)
+        return change.order
+
+    async def pay(self, order_id: str, payment: PaymentIn) -> OrderRecord:
+        order = await self.get(order_id)
+        change = await self.store.pay(
+            order, payment_id=payment.payment_id, amount=payment.amount, method=payment.method, now_ms=self.clock()
+        )
+        code = change.code
+        if code is PayCode.NOT_FOUND:
+            raise ProblemError(404, "not-found", f"no order {order_id}", order_id=order_id)
+        current = change.order
+        assert current is not None
+        if code is PayCode.ALREADY_RECORDED:
+            code = PayCode.REFUND_PENDING if current.status == "cancelled" else PayCode.PAID
+        if code is PayCode.AMOUNT_MISMATCH:
+            raise ProblemError(422, "amount-mismatch", f"order total is {current.total}", order_id=order_id)
+        if code is PayCode.ALREADY_PAID:
+            raise ProblemError(409, "already-paid", f"paid by {current.payment_id}", order_id=order_id)
+        if code is PayCode.PAYMENT_ID_REUSED:
+            raise ProblemError(409, "payment-id-reused", None, order_id=order_id)
+        if code is PayCode.REFUND_PENDING:
+            raise ProblemError(
+                409, "refund-pending", f"order is cancelled ({current.cancel_reason})", order_id=order_id
+            )
+        return current
+
+
+class CatalogService:
+    """Control plane: warehouses, dispatch rules, SKUs, stock and the blocklist."""
+
+    def __init__(self, store: RedisStore, clock: Clock = wall_clock_ms) -> None:
+        self.store = store
+        self.clock = clock
+
+    async def put_warehouse(self, warehouse_id: str, body: WarehouseIn) -> WarehouseOut:
+        await self.store.put_config(
+            hash_key=self.store.keys.warehouses,
+            operation="merge",
+            pairs=[warehouse_id, body.region],
+            event_kind="warehouse_put",
+            event_data=WarehousePut(warehouse_id, body.region, body.name),
+            now_ms=self.clock(),
+        )
+        return WarehouseOut(warehouse_id, body.region, body.name)
+
+    async def put_dispatch(self, region: str, body: DispatchIn) -> DispatchOut:
+        if len(set(body.warehouses)) != len(body.warehouses):
+            raise ProblemError(422, "invalid-request", "a warehouse may appear once in a dispatch rule")
+        known = await self.store.hash_get_all(self.store.keys.warehouses)
+        unknown = [warehouse for warehouse in body.warehouses if warehouse not in known]
+        if unknown:
+            raise ProblemError(422, "invalid-request", f"unknown warehouses: {', '.join(unknown)}")
+        await self.store.put_config(
+            hash_key=self.store.keys.dispatch,
+            operation="merge",
+            pairs=[region, ",".join(body.warehouses)],
+            event_kind="dispatch_put",
+            event_data=DispatchPut(region, tuple(body.warehouses)),
+            now_ms=self.clock(),
+        )
+        return DispatchOut(region, list(body.warehouses))
+
+    async def get_dispatch(self, region: str) -> DispatchOut:
+        rule = await self.store.hash_get(self.store.keys.dispatch, region)
+        if rule is None:
+            raise ProblemError(404, "not-found", f"region {region} has no dispatch rule")
+        return DispatchOut(region, rule.split(","))
+
+    async def put_sku(self, sku: str, body: SkuIn) -> SkuOut:
+        starts_ms = to_ms(body.sale_starts_at) if body.sale_starts_at else None
+        ends_ms = to_ms(body.sale_ends_at) if body.sale_ends_at else None
+        if starts_ms is not None and ends_ms is not None and ends_ms <= starts_ms:
+            raise ProblemError(422, "invalid-request", "sale_ends_at must be after sale_starts_at")
+        fields: dict[str, str | int | None] = {
+            "name": body.name,
+            "merchant_id": body.merchant_id,
+            "price": body.price,
+            "currency": body.currency,
+            "safety_stock": body.safety_stock,
+            "per_customer_limit": body.per_customer_limit,
+            "sale_starts_ms": starts_ms,
+            "sale_ends_ms": ends_ms,
+        }
+        pairs = [item for name, value in fields.items() if value is not None for item in (name, value)]
+        event = SkuPut(
+            sku, body.name, body.merchant_id, body.price, body.currency,
+            body.per_customer_limit, starts_ms, ends_ms, body.safety_stock,
+        )  # fmt: skip
+        await self.store.put_config(
+            hash_key=self.store.keys.sku_config(sku),
+            operation="replace",
+            pairs=pairs,
+            event_kind="sku_put",
+            event_data=event,
+            now_ms=self.clock(),
+        )
+        return await self.get_sku(sku)
+
+    async def get_sku(self, sku: str) -> SkuOut:
+        fields = await self.store.hash_get_all(self.store.keys.sku_config(sku))
+        if not fields:
+            raise ProblemError(404, "not-found", f"unknown sku {sku}", sku=sku)
+
+        def optional_time(name: str) -> datetime | None:
+            return from_ms(int(fields[name])) if name in fields else None
+
+        limit = fields.get("per_customer_limit")
+        return SkuOut(
+            sku=sku,
+            name=fields["name"],
+            merchant_id=fields["merchant_id"],
+            price=int(fields["price"]),
+            currency=fields["currency"],
+            safety_stock=int(fields.get("safety_stock", "0")),
+            per_customer_limit=int(limit) if limit is not None else None,
+            sale_starts_at=optional_time("sale_starts_ms"),
+            sale_ends_at=optional_time("sale_ends_ms"),
+        )
+
+    async def _adjust(
+        self, sku: str, warehouse_id: str, mode: str, value: int, expected: int | None, reason: str
+    ) -> StockLevelOut:
+        code, levels = await self.store.adjust_stock(
+            sku=sku,
+            warehouse_id=warehouse_id,
+            mode=mode,
+            value=value,
+            expected_on_hand=expected,
+            reason=reason,
+            request_id=secrets.token_hex(8),
+            now_ms=self.clock(),
+        )
+        if code is StockCode.UNKNOWN_SKU:
+            raise ProblemError(404, "not-found", f"unknown sku {sku}", sku=sku)
+        if code is StockCode.UNKNOWN_WAREHOUSE:
+            raise ProblemError(404, "not-found", f"unknown warehouse {warehouse_id}")
+        if code is StockCode.CONFLICT:
+            raise ProblemError(409, "stock-conflict", "on_hand is not the expected value", current_on_hand=levels.on_hand)
+        if code is StockCode.BELOW_HELD:
+            held = levels.reserved + levels.committed
+            raise ProblemError(
+                409, "stock-conflict", f"on_hand cannot go below the {held} units held", current_on_hand=levels.on_hand
+            )
+        return _levels_out(warehouse_id, levels)
+
+    async def set_stock(self, sku: str, warehouse_id: str, body: StockSetIn) -> StockLevelOut:
+        return await self._adjust(sku, warehouse_id, "set", body.on_hand, body.expected_on_hand, "stocktake")
+
+    async def adjust_stock(self, sku: str, warehouse_id: str, body: AdjustmentIn) -> StockLevelOut:
+        return await self._adjust(sku, warehouse_id, "delta", body.delta, None, body.reason)
+
+    async def transfer_stock(self, body: TransferIn) -> TransferOut:
+        if body.from_warehouse == body.to_warehouse:
+            raise ProblemError(422, "invalid-request", "from_warehouse and to_warehouse must differ")
+        code, available = await self.store.transfer_stock(
+            sku=body.sku,
+            source=body.from_warehouse,
+            target=body.to_warehouse,
+            qty=body.qty,
+            request_id=secrets.token_hex(8),
+            now_ms=self.clock(),
+        )
+        if code is TransferCode.UNKNOWN_SKU:
+            raise ProblemError(404, "not-found", f"unknown sku {body.sku}", sku=body.sku)
+        if code is TransferCode.UNKNOWN_WAREHOUSE:
+            raise ProblemError(404, "not-found", "unknown warehouse")
+        if code is TransferCode.INSUFFICIENT:
+            raise ProblemError(409, "insufficient-stock", f"{available} available at {body.from_warehouse}")
+        levels = await self.store.stock_levels(body.sku)
+        empty = StockLevels(0, 0, 0, 0)
+        return TransferOut(
+            body.sku,
+            _levels_out(body.from_warehouse, levels.get(body.from_warehouse, empty)),
+            _levels_out(body.to_warehouse, levels.get(body.to_warehouse, empty)),
+        )
+
+    async def get_stock(self, sku: str) -> StockOut:
+        if not await self.store.hash_get_all(self.store.keys.sku_config(sku)):
+            raise ProblemError(404, "not-found", f"unknown sku {sku}", sku=sku)
+        levels = await self.store.stock_levels(sku)
+        return StockOut(sku, [_levels_out(warehouse_id, level) for warehouse_id, level in levels.items()])
+
+    async def block(self, customer_id: str, body: BlockIn) -> BlockOut:
+        await self.store.put_config(
+            hash_key=self.store.keys.blocklist,
+            operation="merge",
+            pairs=[customer_id, body.reason],
+            event_kind="customer_blocked",
+            event_data=CustomerBlock(customer_id, body.reason),
+            now_ms=self.clock(),
+        )
+        return BlockOut(customer_id, True, body.reason)
+
+    async def unblock(self, customer_id: str) -> BlockOut:
+        await self.store.put_config(
+            hash_key=self.store.keys.blocklist,
+            operation="delete",
+            pairs=[customer_id],
+            event_kind="customer_unblocked",
+            event_data=CustomerBlock(customer_id, ""),
+            now_ms=self.clock(),
+        )
+        return BlockOut(customer_id, False)
+
+    async def get_block(self, customer_id: str) -> BlockOut:
+        reason = await self.store.hash_get(self.store.keys.blocklist, customer_id)
+        return BlockOut(customer_id, reason is not None, reason)

@@ -1,0 +1,118 @@
+--[[
+cancel.lua — cancel a batch of orders and give their stock back.
+
+Used for customer and merchant cancellation and by the sweeper for unpaid orders
+past their deadline. A pending order's reserved units return to available; a paid
+order's committed units return to available and its payment becomes a pending
+refund. Units leave the customer's purchase counters. Cancelling a cancelled order
+changes nothing.
+
+KEYS[1]  event stream of the partition
+KEYS[2]  expiry sorted set of the partition
+KEYS[3…] keys the orders below name by index (order, customer counters, SKU stock)
+
+ARGV[1]  now_ms
+ARGV[2]  order count N, then N orders, each:
+         order_key_index, counter_key_index, order_id, reason
+         ("customer" | "merchant" | "payment_timeout"), due_only ("1": cancel only a
+         pending order whose deadline is <= now_ms, as the sweeper does),
+         sku count S, then S pairs: sku, stock_key_index (every SKU of the order)
+
+Returns one entry per order: {code, order document (msgpack) or ""}
+  code 1 cancelled   2 already cancelled (unchanged)   3 not due (unchanged)
+  code 4 not found   5 not cancellable in its current status (unchanged)
+Mirrored by reservation.outcomes.CancelCode. Document layout: see reserve.lua.
+]]
+
+local CODE_CANCELLED, CODE_ALREADY, CODE_NOT_DUE, CODE_NOT_FOUND, CODE_NOT_CANCELLABLE = 1, 2, 3, 4, 5
+local STATUS, CUSTOMER, EXPIRES, LINES, REASON = 2, 3, 7, 10, 11
+local PAID_AMOUNT, REFUND_STATUS, REFUND_AMOUNT, VERSION, UPDATED = 13, 16, 17, 18, 19
+
+local stream_key, expiry_key = KEYS[1], KEYS[2]
+local now_ms = tonumber(ARGV[1])
+local order_count = tonumber(ARGV[2])
+if not now_ms or not order_count then return redis.error_reply('ERR cancel: malformed header') end
+
+local orders, cursor = {}, 3
+for _ = 1, order_count do
+  local order = {order_index = tonumber(ARGV[cursor]), counter_index = tonumber(ARGV[cursor + 1]),
+    order_id = ARGV[cursor + 2], reason = ARGV[cursor + 3], due_only = ARGV[cursor + 4] == '1',
+    stock_index = {}}
+  local sku_count = tonumber(ARGV[cursor + 5])
+  if not order.order_index or not order.counter_index or not sku_count then
+    return redis.error_reply('ERR cancel: malformed order at ARGV ' .. cursor)
+  end
+  cursor = cursor + 6
+  for _ = 1, sku_count do
+    order.stock_index[ARGV[cursor]] = tonumber(ARGV[cursor + 1])
+    cursor = cursor + 2
+  end
+  orders[#orders + 1] = order
+end
+if cursor ~= #ARGV + 1 then return redis.error_reply('ERR cancel: trailing arguments') end
+
+-- Read every document and check its SKUs are all declared before the first write.
+for _, order in ipairs(orders) do
+  local packed = redis.call('GET', KEYS[order.order_index])
+  if packed then
+    order.document = cmsgpack.unpack(packed)
+    for _, line in ipairs(order.document[LINES]) do
+      if not order.stock_index[line[1]] then
+        return redis.error_reply('ERR cancel: stock key of ' .. line[1] .. ' not declared')
+      end
+    end
+  end
+end
+
+local function release(order)
+  local document = order.document
+  local paid = document[STATUS] == 'paid'
+  local held_field = paid and 'c:' or 'r:'
+  local movements = {}
+  for _, line in ipairs(document[LINES]) do
+    local sku, warehouse, qty = line[1], line[2], line[3]
+    local stock_key = KEYS[order.stock_index[sku]]
+    redis.call('HINCRBY', stock_key, held_field .. warehouse, -qty)
+    redis.call('HINCRBY', stock_key, 'a:' .. warehouse, qty)
+    redis.call('HINCRBY', KEYS[order.counter_index], sku, -qty)
+    if paid then
+      movements[#movements + 1] = {sku, warehouse, 'release', qty, qty, 0, -qty, 0}
+    else
+      movements[#movements + 1] = {sku, warehouse, 'release', qty, qty, -qty, 0, 0}
+    end
+  end
+  if paid then
+    document[REFUND_STATUS] = 'refund_pending'
+    document[REFUND_AMOUNT] = document[PAID_AMOUNT]
+  end
+  document[STATUS] = 'cancelled'
+  document[REASON] = order.reason
+  document[VERSION] = document[VERSION] + 1
+  document[UPDATED] = now_ms
+  local packed = cmsgpack.pack(document)
+  redis.call('SET', KEYS[order.order_index], packed)
+  redis.call('ZREM', expiry_key, order.order_id)
+  redis.call('XADD', stream_key, '*', 'k', 'order_cancelled', 'o', packed,
+    'm', cmsgpack.pack(movements), 't', string.format('%d', now_ms))
+  return packed
+end
+
+local results = {}
+for index, order in ipairs(orders) do
+  local document = order.document
+  if not document then
+    redis.call('ZREM', expiry_key, order.order_id)
+    results[index] = {CODE_NOT_FOUND, ''}
+  elseif document[STATUS] == 'cancelled' then
+    redis.call('ZREM', expiry_key, order.order_id)
+    results[index] = {CODE_ALREADY, cmsgpack.pack(document)}
+  elseif order.due_only and (document[STATUS] ~= 'pending_payment' or document[EXPIRES] > now_ms) then
+    if document[STATUS] ~= 'pending_payment' then redis.call('ZREM', expiry_key, order.order_id) end
+    results[index] = {CODE_NOT_DUE, cmsgpack.pack(document)}
+  elseif document[STATUS] ~= 'pending_payment' and document[STATUS] ~= 'paid' then
+    results[index] = {CODE_NOT_CANCELLABLE, cmsgpack.pack(document)}
+  else
+    results[index] = {CODE_CANCELLED, release(order)}
+  end
+end
+return results

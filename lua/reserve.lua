@@ -1,0 +1,199 @@
+--[[
+reserve.lua — decide a batch of orders, each independently and all-or-nothing.
+
+For every order: replay its idempotency record if one exists; otherwise check the
+customer blocklist, the region's dispatch rule, each SKU's sale window and
+per-customer limit, allocate every line to the region's warehouses in dispatch
+order, and only if every line fits: move the units from available to reserved,
+count them against the customer's limit, store the order document, schedule its
+expiry, record the idempotency key and append an `order_created` event.
+
+KEYS[1]  event stream of the partition
+KEYS[2]  expiry sorted set of the partition (score = deadline ms, member = order id)
+KEYS[3]  dispatch hash (field region -> comma-separated warehouse ids in priority order)
+KEYS[4]  blocklist hash (field customer id -> "1")
+KEYS[5…] the keys the orders below name by index (idempotency, order, customer
+         counters, SKU config, SKU stock)
+
+ARGV[1]  now_ms
+ARGV[2]  stream_length_max: refuse new orders while the stream holds this many entries
+ARGV[3]  idempotency_ttl_ms
+ARGV[4]  order count N, then N orders, each:
+         idempotency_key_index, order_key_index, customer_counter_key_index,
+         order_id, idempotency_key, fingerprint, customer_id, region, order_type,
+         hold_ttl_ms, allow_split ("1"/"0"), line_count L,
+         then L lines: sku, qty, sku_config_key_index, sku_stock_key_index
+         (SKUs within one order are distinct: the caller merges duplicates)
+
+Returns one entry per order, in order: {code, detail}
+  code 1 accepted   detail = order document (msgpack)
+  code 2 replayed   detail = order document (msgpack) as it is now
+  code 3 sold out            detail = sku
+  code 4 purchase limit      detail = sku
+  code 5 sale not open       detail = sku
+  code 6 customer blocked    detail = ""
+  code 7 idempotency key reused with another body  detail = original order id
+  code 8 unknown sku         detail = sku
+  code 9 unknown region      detail = region
+  code 10 stream backlog full detail = ""
+  code 11 mixed currencies   detail = sku
+Mirrored by reservation.outcomes.ReserveCode.
+
+Order document (msgpack array, 1-based here; mirrored by reservation.records.OrderRecord):
+  1 order_id 2 status 3 customer_id 4 region 5 order_type 6 created_ms 7 expires_ms
+  8 total 9 currency 10 lines {{sku, warehouse_id, qty, unit_price, merchant_id}, …}
+  11 cancel_reason 12 payment_id 13 paid_amount 14 payment_method 15 paid_ms
+  16 refund_status 17 refund_amount 18 version 19 updated_ms 20 idempotency_key
+Stock hash fields per warehouse w: a:w available, r:w reserved, c:w committed, h:w on hand.
+Event fields: k kind, o order document, m movements {{sku, wh, kind, qty, d_a, d_r, d_c, d_h}}, t now_ms.
+]]
+
+local CODE_ACCEPTED, CODE_REPLAYED, CODE_SOLD_OUT, CODE_LIMIT = 1, 2, 3, 4
+local CODE_NOT_OPEN, CODE_BLOCKED, CODE_KEY_REUSED, CODE_UNKNOWN_SKU = 5, 6, 7, 8
+local CODE_UNKNOWN_REGION, CODE_BACKLOG_FULL, CODE_MIXED_CURRENCY = 9, 10, 11
+
+local stream_key, expiry_key, dispatch_key, blocklist_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now_ms = tonumber(ARGV[1])
+local stream_length_max = tonumber(ARGV[2])
+local idempotency_ttl_ms = tonumber(ARGV[3])
+local order_count = tonumber(ARGV[4])
+if not now_ms or not stream_length_max or not idempotency_ttl_ms or not order_count then
+  return redis.error_reply('ERR reserve: malformed header')
+end
+
+local function int(value)
+  return string.format('%d', value)
+end
+
+-- Read every line's config and plan its allocation without writing anything.
+-- Returns nil plan and {code, detail} when the order cannot be held.
+local function plan_order(order, warehouses)
+  local plan, currency, total = {}, nil, 0
+  for _, line in ipairs(order.lines) do
+    local config = redis.call('HMGET', KEYS[line.config_index], 'price', 'currency',
+      'merchant_id', 'per_customer_limit', 'sale_starts_ms', 'sale_ends_ms', 'safety_stock')
+    local price = tonumber(config[1])
+    if not price then return nil, {CODE_UNKNOWN_SKU, line.sku} end
+    if currency and currency ~= config[2] then return nil, {CODE_MIXED_CURRENCY, line.sku} end
+    currency = config[2]
+    local starts, ends = tonumber(config[5]), tonumber(config[6])
+    if (starts and now_ms < starts) or (ends and now_ms >= ends) then
+      return nil, {CODE_NOT_OPEN, line.sku}
+    end
+    local limit = tonumber(config[4])
+    if limit then
+      local bought = tonumber(redis.call('HGET', KEYS[order.counter_index], line.sku) or '0')
+      if bought + line.qty > limit then return nil, {CODE_LIMIT, line.sku} end
+    end
+    local safety = tonumber(config[7]) or 0
+    local stock_key = KEYS[line.stock_index]
+    local pieces, whole = {}, false
+    for _, warehouse in ipairs(warehouses) do
+      local sellable = tonumber(redis.call('HGET', stock_key, 'a:' .. warehouse) or '0') - safety
+      if sellable >= line.qty then
+        pieces = {{warehouse, line.qty}}
+        whole = true
+        break
+      end
+      if sellable > 0 then pieces[#pieces + 1] = {warehouse, sellable} end
+    end
+    if not whole then
+      local gathered, split = 0, {}
+      if order.allow_split then
+        for _, piece in ipairs(pieces) do
+          local take = math.min(piece[2], line.qty - gathered)
+          split[#split + 1] = {piece[1], take}
+          gathered = gathered + take
+          if gathered == line.qty then break end
+        end
+      end
+      if gathered < line.qty then return nil, {CODE_SOLD_OUT, line.sku} end
+      pieces = split
+    end
+    for _, piece in ipairs(pieces) do
+      plan[#plan + 1] = {line.sku, piece[1], piece[2], price, config[3], stock_key}
+    end
+    total = total + price * line.qty
+  end
+  return {pieces = plan, currency = currency, total = total}, nil
+end
+
+local function hold_order(order, plan)
+  local lines, movements = {}, {}
+  for _, piece in ipairs(plan.pieces) do
+    local sku, warehouse, qty, stock_key = piece[1], piece[2], piece[3], piece[6]
+    redis.call('HINCRBY', stock_key, 'a:' .. warehouse, -qty)
+    redis.call('HINCRBY', stock_key, 'r:' .. warehouse, qty)
+    lines[#lines + 1] = {sku, warehouse, qty, piece[4], piece[5]}
+    movements[#movements + 1] = {sku, warehouse, 'reserve', qty, -qty, qty, 0, 0}
+  end
+  for _, line in ipairs(order.lines) do
+    redis.call('HINCRBY', KEYS[order.counter_index], line.sku, line.qty)
+  end
+  local expires_ms = now_ms + order.hold_ttl_ms
+  local document = {order.order_id, 'pending_payment', order.customer_id, order.region,
+    order.order_type, now_ms, expires_ms, plan.total, plan.currency, lines,
+    '', '', 0, '', 0, '', 0, 1, now_ms, order.idempotency_key}
+  local packed = cmsgpack.pack(document)
+  redis.call('SET', KEYS[order.order_index], packed)
+  redis.call('ZADD', expiry_key, expires_ms, order.order_id)
+  local idempotency_key = KEYS[order.idempotency_index]
+  redis.call('HSET', idempotency_key, 'order_id', order.order_id, 'fingerprint', order.fingerprint)
+  redis.call('PEXPIRE', idempotency_key, idempotency_ttl_ms)
+  redis.call('XADD', stream_key, '*', 'k', 'order_created', 'o', packed,
+    'm', cmsgpack.pack(movements), 't', int(now_ms))
+  return packed
+end
+
+local function decide(order)
+  local record = redis.call('HMGET', KEYS[order.idempotency_index], 'order_id', 'fingerprint')
+  if record[1] then
+    if record[2] ~= order.fingerprint then return {CODE_KEY_REUSED, record[1]} end
+    return {CODE_REPLAYED, redis.call('GET', KEYS[order.order_index]) or ''}
+  end
+  if redis.call('XLEN', stream_key) >= stream_length_max then return {CODE_BACKLOG_FULL, ''} end
+  if redis.call('HEXISTS', blocklist_key, order.customer_id) == 1 then return {CODE_BLOCKED, ''} end
+  local rule = redis.call('HGET', dispatch_key, order.region)
+  if not rule then return {CODE_UNKNOWN_REGION, order.region} end
+  local warehouses = {}
+  for warehouse in string.gmatch(rule, '[^,]+') do warehouses[#warehouses + 1] = warehouse end
+  local plan, refusal = plan_order(order, warehouses)
+  if not plan then return refusal end
+  return {CODE_ACCEPTED, hold_order(order, plan)}
+end
+
+-- Parse and check the whole batch before the first write: a script that fails
+-- half-way keeps the writes it already made.
+local orders, cursor = {}, 5
+for _ = 1, order_count do
+  local order = {
+    idempotency_index = tonumber(ARGV[cursor]), order_index = tonumber(ARGV[cursor + 1]),
+    counter_index = tonumber(ARGV[cursor + 2]), order_id = ARGV[cursor + 3],
+    idempotency_key = ARGV[cursor + 4], fingerprint = ARGV[cursor + 5],
+    customer_id = ARGV[cursor + 6], region = ARGV[cursor + 7], order_type = ARGV[cursor + 8],
+    hold_ttl_ms = tonumber(ARGV[cursor + 9]), allow_split = ARGV[cursor + 10] == '1',
+    lines = {},
+  }
+  local line_count = tonumber(ARGV[cursor + 11])
+  if not order.idempotency_index or not order.hold_ttl_ms or not line_count or line_count < 1 then
+    return redis.error_reply('ERR reserve: malformed order at ARGV ' .. cursor)
+  end
+  cursor = cursor + 12
+  for _ = 1, line_count do
+    local qty = tonumber(ARGV[cursor + 1])
+    if not qty or qty < 1 or not tonumber(ARGV[cursor + 3]) then
+      return redis.error_reply('ERR reserve: malformed line at ARGV ' .. cursor)
+    end
+    order.lines[#order.lines + 1] = {sku = ARGV[cursor], qty = qty,
+      config_index = tonumber(ARGV[cursor + 2]), stock_index = tonumber(ARGV[cursor + 3])}
+    cursor = cursor + 4
+  end
+  orders[#orders + 1] = order
+end
+if cursor ~= #ARGV + 1 then
+  return redis.error_reply('ERR reserve: ' .. (#ARGV + 1 - cursor) .. ' trailing arguments')
+end
+
+local results = {}
+for index, order in ipairs(orders) do results[index] = decide(order) end
+return results

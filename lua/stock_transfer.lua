@@ -1,0 +1,48 @@
+--[[
+stock_transfer.lua — move available units of one SKU from one warehouse to another.
+
+KEYS[1]  event stream of the partition
+KEYS[2]  stock hash of the SKU
+KEYS[3]  SKU config hash
+KEYS[4]  warehouses hash (field warehouse id -> region)
+
+ARGV[1]  now_ms
+ARGV[2]  sku
+ARGV[3]  from warehouse id
+ARGV[4]  to warehouse id
+ARGV[5]  qty (> 0)
+ARGV[6]  request_id
+
+Returns {code, available at source}
+  code 1 moved   2 unknown sku   3 unknown warehouse   4 not enough available at source
+Mirrored by reservation.outcomes.TransferCode.
+Event: k stock_changed, d {request_id, "transfer", movements}, t now_ms.
+]]
+
+local CODE_MOVED, CODE_UNKNOWN_SKU, CODE_UNKNOWN_WAREHOUSE, CODE_INSUFFICIENT = 1, 2, 3, 4
+local stream_key, stock_key, config_key, warehouses_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now_ms, sku, source, target = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
+local qty = tonumber(ARGV[5])
+if not now_ms or not qty or qty < 1 or source == target then
+  return redis.error_reply('ERR stock_transfer: malformed arguments')
+end
+
+if redis.call('EXISTS', config_key) == 0 then return {CODE_UNKNOWN_SKU, 0} end
+if redis.call('HEXISTS', warehouses_key, source) == 0 or redis.call('HEXISTS', warehouses_key, target) == 0 then
+  return {CODE_UNKNOWN_WAREHOUSE, 0}
+end
+local available = tonumber(redis.call('HGET', stock_key, 'a:' .. source) or '0')
+if available < qty then return {CODE_INSUFFICIENT, available} end
+
+for _, warehouse in ipairs({source, target}) do
+  redis.call('HSETNX', stock_key, 'r:' .. warehouse, 0)
+  redis.call('HSETNX', stock_key, 'c:' .. warehouse, 0)
+end
+redis.call('HINCRBY', stock_key, 'a:' .. source, -qty)
+redis.call('HINCRBY', stock_key, 'h:' .. source, -qty)
+redis.call('HINCRBY', stock_key, 'a:' .. target, qty)
+redis.call('HINCRBY', stock_key, 'h:' .. target, qty)
+local movements = {{sku, source, 'transfer', qty, -qty, 0, 0, -qty}, {sku, target, 'transfer', qty, qty, 0, 0, qty}}
+redis.call('XADD', stream_key, '*', 'k', 'stock_changed',
+  'd', cmsgpack.pack({ARGV[6], 'transfer', movements}), 't', string.format('%d', now_ms))
+return {CODE_MOVED, available - qty}

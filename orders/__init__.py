@@ -1,0 +1,1 @@
+"""Order lifecycle: states and transitions (pure)."""

@@ -1,0 +1,1 @@
+"""Postgres: SQL migrations, the stream-to-Postgres writer, read models."""

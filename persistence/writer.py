@@ -1,0 +1,264 @@
+"""Stream entries to Postgres: one transaction per batch, multi-row statements, idempotent.
+
+Replaying any entry changes nothing: events and movements are keyed by their stream
+position, order rows only move forward in ``version``, configuration rows only move
+forward in stream position. A batch may hold entries in any order (claimed entries
+of a dead consumer arrive late), so every guard compares, never assumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from reservation.records import (
+    CONFIG_EVENT_TYPES,
+    ORDER_EVENT_KINDS,
+    CustomerBlock,
+    DispatchPut,
+    Movement,
+    OrderRecord,
+    SkuPut,
+    WarehousePut,
+    movements_decoder,
+    order_record_decoder,
+    stock_change_decoder,
+)
+
+_json = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One decoded stream entry."""
+
+    partition: int
+    stream_ms: int
+    stream_seq: int
+    kind: str
+    occurred_ms: int
+    order: OrderRecord | None
+    movements: tuple[Movement, ...]
+    data: msgspec.Struct | None
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return (self.stream_ms, self.stream_seq)
+
+
+def decode_entry(partition: int, entry_id: str, fields: dict[bytes, bytes]) -> Event:
+    """Decode one entry; a malformed entry is a bug upstream and fails loudly."""
+    stream_ms, stream_seq = (int(part) for part in entry_id.split("-"))
+    kind = fields[b"k"].decode()
+    occurred_ms = int(fields[b"t"])
+    if kind in ORDER_EVENT_KINDS:
+        order = order_record_decoder.decode(fields[b"o"])
+        movements = movements_decoder.decode(fields[b"m"])
+        return Event(partition, stream_ms, stream_seq, kind, occurred_ms, order, movements, None)
+    if kind == "stock_changed":
+        change = stock_change_decoder.decode(fields[b"d"])
+        return Event(partition, stream_ms, stream_seq, kind, occurred_ms, None, change.movements, change)
+    struct_type = CONFIG_EVENT_TYPES.get(kind)
+    assert struct_type is not None, f"unknown event kind {kind!r} at {entry_id}"
+    data = msgspec.msgpack.decode(fields[b"d"], type=struct_type)
+    return Event(partition, stream_ms, stream_seq, kind, occurred_ms, None, (), data)
+
+
+def _moment(milliseconds: int) -> datetime:
+    return datetime.fromtimestamp(milliseconds / 1000, tz=UTC)
+
+
+def _optional_moment(milliseconds: int | None) -> datetime | None:
+    return _moment(milliseconds) if milliseconds else None
+
+
+def as_plain(value: Any) -> Any:
+    """Structs as dicts (array-like ones included), for readable JSON payloads."""
+    if isinstance(value, msgspec.Struct):
+        return {name: as_plain(getattr(value, name)) for name in value.__struct_fields__}
+    if isinstance(value, (list, tuple)):
+        return [as_plain(item) for item in value]
+    return value
+
+
+def _payload(event: Event) -> str:
+    if event.order is not None:
+        body: dict[str, Any] = {"order": as_plain(event.order), "movements": as_plain(event.movements)}
+    else:
+        body = as_plain(event.data)
+    return _json.encode(body).decode()
+
+
+_INSERT_EVENTS = """
+INSERT INTO events (partition, stream_ms, stream_seq, kind, order_id, occurred_at, payload)
+SELECT * FROM unnest($1::integer[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
+                     $6::timestamptz[], $7::jsonb[])
+ON CONFLICT DO NOTHING
+"""
+
+_UPSERT_ORDERS = """
+INSERT INTO orders (order_id, customer_id, region, order_type, status, cancel_reason, total, currency,
+                    created_at, expires_at, payment_id, paid_amount, payment_method, paid_at,
+                    refund_status, refund_amount, idempotency_key, version, updated_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
+                     $8::text[], $9::timestamptz[], $10::timestamptz[], $11::text[], $12::bigint[], $13::text[],
+                     $14::timestamptz[], $15::text[], $16::bigint[], $17::text[], $18::integer[],
+                     $19::timestamptz[])
+ON CONFLICT (order_id) DO UPDATE SET
+    status = excluded.status, cancel_reason = excluded.cancel_reason, expires_at = excluded.expires_at,
+    payment_id = excluded.payment_id, paid_amount = excluded.paid_amount,
+    payment_method = excluded.payment_method, paid_at = excluded.paid_at,
+    refund_status = excluded.refund_status, refund_amount = excluded.refund_amount,
+    version = excluded.version, updated_at = excluded.updated_at
+WHERE orders.version < excluded.version
+"""
+
+_INSERT_SHIPMENTS = """
+INSERT INTO shipments (shipment_id, order_id, warehouse_id, merchant_id)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+ON CONFLICT DO NOTHING
+"""
+
+_INSERT_ITEMS = """
+INSERT INTO order_items (order_id, sku, warehouse_id, qty, unit_price, merchant_id, shipment_id)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::bigint[], $6::text[], $7::text[])
+ON CONFLICT DO NOTHING
+"""
+
+_INSERT_MOVEMENTS = """
+INSERT INTO stock_movements (partition, stream_ms, stream_seq, position, sku, warehouse_id, kind, qty,
+                             available_delta, reserved_delta, committed_delta, on_hand_delta,
+                             order_id, request_id, reason, occurred_at)
+SELECT * FROM unnest($1::integer[], $2::bigint[], $3::bigint[], $4::integer[], $5::text[], $6::text[],
+                     $7::text[], $8::integer[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[],
+                     $13::text[], $14::text[], $15::text[], $16::timestamptz[])
+ON CONFLICT DO NOTHING
+"""
+
+_NEWER = "WHERE ({table}.stream_ms, {table}.stream_seq) < (excluded.stream_ms, excluded.stream_seq)"
+
+_UPSERT_WAREHOUSE = f"""
+INSERT INTO warehouses (warehouse_id, region, name, changed_at, stream_ms, stream_seq)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (warehouse_id) DO UPDATE SET region = excluded.region, name = excluded.name,
+    changed_at = excluded.changed_at, stream_ms = excluded.stream_ms, stream_seq = excluded.stream_seq
+{_NEWER.format(table="warehouses")}
+"""
+
+_UPSERT_DISPATCH = f"""
+INSERT INTO dispatch_rules (region, warehouse_ids, changed_at, stream_ms, stream_seq)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (region) DO UPDATE SET warehouse_ids = excluded.warehouse_ids,
+    changed_at = excluded.changed_at, stream_ms = excluded.stream_ms, stream_seq = excluded.stream_seq
+{_NEWER.format(table="dispatch_rules")}
+"""
+
+_UPSERT_SKU = f"""
+INSERT INTO skus (sku, name, merchant_id, price, currency, per_customer_limit, sale_starts_at,
+                  sale_ends_at, safety_stock, changed_at, stream_ms, stream_seq)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT (sku) DO UPDATE SET name = excluded.name, merchant_id = excluded.merchant_id,
+    price = excluded.price, currency = excluded.currency, per_customer_limit = excluded.per_customer_limit,
+    sale_starts_at = excluded.sale_starts_at, sale_ends_at = excluded.sale_ends_at,
+    safety_stock = excluded.safety_stock, changed_at = excluded.changed_at,
+    stream_ms = excluded.stream_ms, stream_seq = excluded.stream_seq
+{_NEWER.format(table="skus")}
+"""
+
+_UPSERT_BLOCK = f"""
+INSERT INTO customer_blocks (customer_id, blocked, reason, changed_at, stream_ms, stream_seq)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (customer_id) DO UPDATE SET blocked = excluded.blocked, reason = excluded.reason,
+    changed_at = excluded.changed_at, stream_ms = excluded.stream_ms, stream_seq = excluded.stream_seq
+{_NEWER.format(table="customer_blocks")}
+"""
+
+
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows to columns, the shape unnest() takes."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+
+def _order_row(order: OrderRecord) -> tuple[Any, ...]:
+    return (
+        order.order_id, order.customer_id, order.region, order.order_type, order.status,
+        order.cancel_reason or None, order.total, order.currency, _moment(order.created_ms),
+        _moment(order.expires_ms), order.payment_id or None, order.paid_amount if order.payment_id else None,
+        order.payment_method or None, _optional_moment(order.paid_ms), order.refund_status or None,
+        order.refund_amount if order.refund_status else None, order.idempotency_key, order.version,
+        _moment(order.updated_ms),
+    )  # fmt: skip
+
+
+def _config_statement(event: Event) -> tuple[str, tuple[Any, ...]]:
+    at = _moment(event.occurred_ms)
+    data = event.data
+    if isinstance(data, WarehousePut):
+        return _UPSERT_WAREHOUSE, (data.warehouse_id, data.region, data.name, at, *event.position)
+    if isinstance(data, DispatchPut):
+        return _UPSERT_DISPATCH, (data.region, list(data.warehouse_ids), at, *event.position)
+    if isinstance(data, SkuPut):
+        return _UPSERT_SKU, (
+            data.sku, data.name, data.merchant_id, data.price, data.currency, data.per_customer_limit,
+            _optional_moment(data.sale_starts_ms), _optional_moment(data.sale_ends_ms), data.safety_stock,
+            at, *event.position,
+        )  # fmt: skip
+    assert isinstance(data, CustomerBlock), f"no table for {event.kind}"
+    return _UPSERT_BLOCK, (data.customer_id, event.kind == "customer_blocked", data.reason, at, *event.position)
+
+
+async def write_events(connection: asyncpg.Connection, events: Sequence[Event]) -> None:
+    """Write one batch in one transaction; safe to call again with any of the same events."""
+    event_rows = []
+    latest_orders: dict[str, OrderRecord] = {}
+    movement_rows = []
+    for event in events:
+        order_id = event.order.order_id if event.order is not None else None
+        event_rows.append(
+            (event.partition, event.stream_ms, event.stream_seq, event.kind, order_id,
+             _moment(event.occurred_ms), _payload(event))
+        )  # fmt: skip
+        if event.order is not None:
+            known = latest_orders.get(event.order.order_id)
+            if known is None or known.version < event.order.version:
+                latest_orders[event.order.order_id] = event.order
+        request_id = reason = None
+        if event.kind == "stock_changed":
+            assert event.data is not None
+            request_id, reason = getattr(event.data, "request_id"), getattr(event.data, "reason")
+        for position, movement in enumerate(event.movements):
+            movement_rows.append(
+                (event.partition, event.stream_ms, event.stream_seq, position, movement.sku,
+                 movement.warehouse_id, movement.kind, movement.qty, movement.available_delta,
+                 movement.reserved_delta, movement.committed_delta, movement.on_hand_delta, order_id,
+                 request_id, reason, _moment(event.occurred_ms))
+            )  # fmt: skip
+    shipment_rows = []
+    item_rows = []
+    for order in latest_orders.values():
+        for shipment in order.shipments():
+            shipment_rows.append((shipment.shipment_id, order.order_id, shipment.warehouse_id, shipment.merchant_id))
+            for line in order.lines:
+                if (line.merchant_id, line.warehouse_id) == (shipment.merchant_id, shipment.warehouse_id):
+                    item_rows.append(
+                        (order.order_id, line.sku, line.warehouse_id, line.qty, line.unit_price,
+                         line.merchant_id, shipment.shipment_id)
+                    )  # fmt: skip
+    config_events = sorted((event for event in events if event.data is not None and event.kind != "stock_changed"),
+                           key=lambda event: event.position)  # fmt: skip
+    async with connection.transaction():
+        await connection.execute(_INSERT_EVENTS, *_columns(event_rows, 7))
+        if latest_orders:
+            await connection.execute(_UPSERT_ORDERS, *_columns([_order_row(o) for o in latest_orders.values()], 19))
+            await connection.execute(_INSERT_SHIPMENTS, *_columns(shipment_rows, 4))
+            await connection.execute(_INSERT_ITEMS, *_columns(item_rows, 7))
+        if movement_rows:
+            await connection.execute(_INSERT_MOVEMENTS, *_columns(movement_rows, 16))
+        for event in config_events:
+            statement, arguments = _config_statement(event)
+            await connection.execute(statement, *arguments)

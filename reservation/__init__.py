@@ -1,0 +1,1 @@
+"""Stock engine: key layout, script registry, the Redis adapter and the sweeper."""

@@ -1,0 +1,92 @@
+"""Redis key layout.
+
+Every key of one script call carries the hash tag of one partition, ``{p<N>}``, so
+every script runs unchanged on Redis Cluster. A SKU lives in partition
+``crc32(sku) mod partition_count``; configuration that an order needs (dispatch
+rules, warehouses, blocklist) is kept in every partition so an order's call never
+leaves its partition. Today the service runs one partition (DESIGN.md §4).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+KEY_PREFIX = "rg"
+
+
+def partition_of(sku: str, partition_count: int) -> int:
+    """The partition that holds a SKU's stock, counters and events."""
+    assert partition_count >= 1
+    return zlib.crc32(sku.encode()) % partition_count
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionKeys:
+    """Names of the keys of one partition."""
+
+    partition: int
+
+    @property
+    def tag(self) -> str:
+        return f"{KEY_PREFIX}:{{p{self.partition}}}"
+
+    @property
+    def stream(self) -> str:
+        return f"{self.tag}:events"
+
+    @property
+    def expiry(self) -> str:
+        return f"{self.tag}:expiry"
+
+    @property
+    def dispatch(self) -> str:
+        return f"{self.tag}:dispatch"
+
+    @property
+    def warehouses(self) -> str:
+        return f"{self.tag}:warehouses"
+
+    @property
+    def blocklist(self) -> str:
+        return f"{self.tag}:blocklist"
+
+    @property
+    def sweeper_lock(self) -> str:
+        return f"{self.tag}:sweeper-lock"
+
+    def sku_config(self, sku: str) -> str:
+        return f"{self.tag}:sku:{sku}"
+
+    def stock(self, sku: str) -> str:
+        return f"{self.tag}:stock:{sku}"
+
+    def order(self, order_id: str) -> str:
+        return f"{self.tag}:order:{order_id}"
+
+    def customer_counters(self, customer_id: str) -> str:
+        return f"{self.tag}:bought:{customer_id}"
+
+    def idempotency(self, idempotency_key: str) -> str:
+        return f"{self.tag}:idem:{idempotency_key}"
+
+    def payment(self, payment_id: str) -> str:
+        return f"{self.tag}:payment:{payment_id}"
+
+
+class KeyTable:
+    """Collects the keys of one script call, each once, and hands out 1-based indexes."""
+
+    __slots__ = ("keys", "_index")
+
+    def __init__(self, fixed: list[str]) -> None:
+        self.keys: list[str] = list(fixed)
+        self._index: dict[str, int] = {key: position + 1 for position, key in enumerate(fixed)}
+
+    def index(self, key: str) -> int:
+        position = self._index.get(key)
+        if position is None:
+            self.keys.append(key)
+            position = len(self.keys)
+            self._index[key] = position
+        return position

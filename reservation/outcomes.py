@@ -1,0 +1,67 @@
+"""Return codes of the Lua scripts, mirrored one for one (see each script's header).
+
+Expected business outcomes are values, not exceptions: the caller decides how to
+answer each one.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ReserveCode(IntEnum):
+    """reserve.lua, per order."""
+
+    ACCEPTED = 1
+    REPLAYED = 2
+    SOLD_OUT = 3
+    PURCHASE_LIMIT = 4
+    SALE_NOT_OPEN = 5
+    CUSTOMER_BLOCKED = 6
+    IDEMPOTENCY_KEY_REUSED = 7
+    UNKNOWN_SKU = 8
+    UNKNOWN_REGION = 9
+    BACKLOG_FULL = 10
+    MIXED_CURRENCY = 11
+
+
+class CancelCode(IntEnum):
+    """cancel.lua, per order."""
+
+    CANCELLED = 1
+    ALREADY_CANCELLED = 2
+    NOT_DUE = 3
+    NOT_FOUND = 4
+    NOT_CANCELLABLE = 5
+
+
+class PayCode(IntEnum):
+    """pay.lua."""
+
+    PAID = 1
+    PAID_AFTER_EXPIRY = 2
+    REFUND_PENDING = 3
+    ALREADY_RECORDED = 4
+    NOT_FOUND = 5
+    AMOUNT_MISMATCH = 6
+    ALREADY_PAID = 7
+    PAYMENT_ID_REUSED = 8
+
+
+class StockCode(IntEnum):
+    """stock_adjust.lua."""
+
+    CHANGED = 1
+    UNKNOWN_SKU = 2
+    UNKNOWN_WAREHOUSE = 3
+    CONFLICT = 4
+    BELOW_HELD = 5
+
+
+class TransferCode(IntEnum):
+    """stock_transfer.lua."""
+
+    MOVED = 1
+    UNKNOWN_SKU = 2
+    UNKNOWN_WAREHOUSE = 3
+    INSUFFICIENT = 4

@@ -1,0 +1,29 @@
+"""The Lua scripts, read as package data and loaded with SCRIPT LOAD at start-up.
+
+Loading every script when a client starts means a broken script fails the boot,
+not the first order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+
+SCRIPT_NAMES = ("reserve", "cancel", "pay", "stock_adjust", "stock_transfer", "config_put")
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    name: str
+    source: str
+
+    @property
+    def sha(self) -> str:
+        return hashlib.sha1(self.source.encode()).hexdigest()
+
+
+def read_scripts() -> dict[str, Script]:
+    """Every script of the package, by name."""
+    folder = resources.files("reservation") / "lua"
+    return {name: Script(name, (folder / f"{name}.lua").read_text()) for name in SCRIPT_NAMES}

@@ -1,0 +1,348 @@
+"""The Redis adapter: the only module that imports ``redis``.
+
+Each public coroutine is one script call (or one plain read), so every change of
+stock is atomic. Scripts are loaded once at start-up and called by SHA; a server
+that lost its script cache (restart, failover) gets them again on NOSCRIPT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import redis.asyncio as redis_asyncio
+from redis.exceptions import NoScriptError
+from redis.exceptions import RedisError as RedisError  # re-exported for callers
+
+from reservation.keys import KeyTable, PartitionKeys
+from reservation.outcomes import CancelCode, PayCode, ReserveCode, StockCode, TransferCode
+from reservation.records import OrderRecord, order_record_decoder
+from reservation.scripts import Script, read_scripts
+
+__all__ = ["RedisError", "RedisStore", "connect"]
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """One order to decide; SKUs are distinct (the caller merges nothing)."""
+
+    order_id: str
+    idempotency_key: str
+    fingerprint: str
+    customer_id: str
+    region: str
+    order_type: str
+    hold_ttl_ms: int
+    allow_split: bool
+    items: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveResult:
+    code: ReserveCode
+    order: OrderRecord | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrderChange:
+    """Outcome of a cancel or payment: its code and the order as it is now."""
+
+    code: CancelCode | PayCode
+    order: OrderRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class StockLevels:
+    available: int
+    reserved: int
+    committed: int
+    on_hand: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    entry_id: str
+    fields: dict[bytes, bytes]
+
+
+def connect(url: str, *, pool_size_max: int, timeout_ms: int) -> redis_asyncio.Redis:
+    """A client with a bounded pool; waiting for a connection is bounded too."""
+    pool = redis_asyncio.BlockingConnectionPool.from_url(
+        url,
+        max_connections=pool_size_max,
+        timeout=timeout_ms / 1000,
+        socket_timeout=timeout_ms / 1000,
+        socket_connect_timeout=timeout_ms / 1000,
+    )
+    return redis_asyncio.Redis(connection_pool=pool)
+
+
+def _decode_order(packed: bytes) -> OrderRecord | None:
+    return order_record_decoder.decode(packed) if packed else None
+
+
+class RedisStore:
+    """Stock, holds and orders in one Redis partition (``{p0}``)."""
+
+    def __init__(self, client: redis_asyncio.Redis, *, partition: int = 0) -> None:
+        self.client = client
+        self.keys = PartitionKeys(partition)
+        self._scripts: dict[str, Script] = read_scripts()
+
+    async def load_scripts(self) -> None:
+        """SCRIPT LOAD every script; a script Redis rejects fails here, at start-up."""
+        for script in self._scripts.values():
+            loaded_sha = await self.client.script_load(script.source)
+            assert loaded_sha == script.sha, f"{script.name}: Redis answered SHA {loaded_sha}"
+
+    async def _call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        script = self._scripts[name]
+        try:
+            return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self.load_scripts()
+            return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+
+    async def ping(self) -> bool:
+        return bool(await self.client.ping())
+
+    # -- orders ------------------------------------------------------------
+
+    async def reserve(
+        self,
+        orders: Sequence[OrderRequest],
+        *,
+        now_ms: int,
+        stream_length_max: int,
+        idempotency_ttl_ms: int,
+    ) -> list[ReserveResult]:
+        """Decide every order in one call; each is held all-or-nothing on its own."""
+        keys = self.keys
+        table = KeyTable([keys.stream, keys.expiry, keys.dispatch, keys.blocklist])
+        args: list[Any] = [now_ms, stream_length_max, idempotency_ttl_ms, len(orders)]
+        for order in orders:
+            args += [
+                table.index(keys.idempotency(order.idempotency_key)),
+                table.index(keys.order(order.order_id)),
+                table.index(keys.customer_counters(order.customer_id)),
+                order.order_id,
+                order.idempotency_key,
+                order.fingerprint,
+                order.customer_id,
+                order.region,
+                order.order_type,
+                order.hold_ttl_ms,
+                "1" if order.allow_split else "0",
+                len(order.items),
+            ]
+            for sku, qty in order.items:
+                args += [sku, qty, table.index(keys.sku_config(sku)), table.index(keys.stock(sku))]
+        replies = await self._call("reserve", table.keys, args)
+        assert len(replies) == len(orders), "reserve.lua must answer once per order"
+        results = []
+        for code_number, detail in replies:
+            code = ReserveCode(code_number)
+            if code in (ReserveCode.ACCEPTED, ReserveCode.REPLAYED):
+                results.append(ReserveResult(code, _decode_order(detail), ""))
+            else:
+                results.append(ReserveResult(code, None, detail.decode()))
+        return results
+
+    async def get_order(self, order_id: str) -> OrderRecord | None:
+        packed = await self.client.get(self.keys.order(order_id))
+        return _decode_order(packed) if packed else None
+
+    async def get_orders(self, order_ids: Sequence[str]) -> list[OrderRecord | None]:
+        if not order_ids:
+            return []
+        packed = await self.client.mget([self.keys.order(order_id) for order_id in order_ids])
+        return [_decode_order(item) if item else None for item in packed]
+
+    async def cancel(
+        self, orders: Sequence[OrderRecord], *, reason: str, now_ms: int, due_only: bool
+    ) -> list[OrderChange]:
+        """Cancel orders read earlier (their SKU set never changes after intake)."""
+        keys = self.keys
+        table = KeyTable([keys.stream, keys.expiry])
+        args: list[Any] = [now_ms, len(orders)]
+        for order in orders:
+            skus = order.skus
+            args += [
+                table.index(keys.order(order.order_id)),
+                table.index(keys.customer_counters(order.customer_id)),
+                order.order_id,
+                reason,
+                "1" if due_only else "0",
+                len(skus),
+            ]
+            for sku in skus:
+                args += [sku, table.index(keys.stock(sku))]
+        replies = await self._call("cancel", table.keys, args)
+        assert len(replies) == len(orders), "cancel.lua must answer once per order"
+        return [OrderChange(CancelCode(code), _decode_order(packed)) for code, packed in replies]
+
+    async def pay(
+        self, order: OrderRecord, *, payment_id: str, amount: int, method: str, now_ms: int
+    ) -> OrderChange:
+        keys = self.keys
+        skus = order.skus
+        script_keys = [
+            keys.stream,
+            keys.expiry,
+            keys.order(order.order_id),
+            keys.customer_counters(order.customer_id),
+            keys.payment(payment_id),
+            *[keys.stock(sku) for sku in skus],
+        ]
+        args = [now_ms, order.order_id, payment_id, amount, method, len(skus), *skus]
+        code, packed = await self._call("pay", script_keys, args)
+        return OrderChange(PayCode(code), _decode_order(packed))
+
+    async def due_order_ids(self, *, now_ms: int, count_max: int) -> list[str]:
+        """Orders whose hold deadline has passed, oldest first, at most count_max."""
+        members = await self.client.zrangebyscore(self.keys.expiry, "-inf", now_ms, start=0, num=count_max)
+        return [member.decode() for member in members]
+
+    async def forget_expiry(self, order_ids: Sequence[str]) -> None:
+        """Drop deadlines of orders that no longer exist."""
+        await self.client.zrem(self.keys.expiry, *order_ids)
+
+    async def expiry_backlog(self) -> int:
+        return int(await self.client.zcard(self.keys.expiry))
+
+    # -- stock and configuration --------------------------------------------
+
+    async def adjust_stock(
+        self,
+        *,
+        sku: str,
+        warehouse_id: str,
+        mode: str,
+        value: int,
+        expected_on_hand: int | None,
+        reason: str,
+        request_id: str,
+        now_ms: int,
+    ) -> tuple[StockCode, StockLevels]:
+        keys = self.keys
+        script_keys = [keys.stream, keys.stock(sku), keys.sku_config(sku), keys.warehouses]
+        expected = "" if expected_on_hand is None else expected_on_hand
+        args = [now_ms, mode, sku, warehouse_id, value, expected, reason, request_id]
+        code, available, reserved, committed, on_hand = await self._call("stock_adjust", script_keys, args)
+        return StockCode(code), StockLevels(available, reserved, committed, on_hand)
+
+    async def transfer_stock(
+        self, *, sku: str, source: str, target: str, qty: int, request_id: str, now_ms: int
+    ) -> tuple[TransferCode, int]:
+        keys = self.keys
+        script_keys = [keys.stream, keys.stock(sku), keys.sku_config(sku), keys.warehouses]
+        code, available = await self._call(
+            "stock_transfer", script_keys, [now_ms, sku, source, target, qty, request_id]
+        )
+        return TransferCode(code), int(available)
+
+    async def stock_levels(self, sku: str) -> dict[str, StockLevels]:
+        """Counters of every warehouse that has ever held the SKU."""
+        fields = await self.client.hgetall(self.keys.stock(sku))
+        counters: dict[str, dict[str, int]] = {}
+        for field, value in fields.items():
+            kind, _, warehouse_id = field.decode().partition(":")
+            counters.setdefault(warehouse_id, {})[kind] = int(value)
+        return {
+            warehouse_id: StockLevels(values.get("a", 0), values.get("r", 0), values.get("c", 0), values.get("h", 0))
+            for warehouse_id, values in sorted(counters.items())
+        }
+
+    async def put_config(
+        self,
+        *,
+        hash_key: str,
+        operation: str,
+        pairs: Sequence[str | int],
+        event_kind: str,
+        event_data: msgspec.Struct,
+        now_ms: int,
+    ) -> None:
+        """Change a configuration hash and append its event, in one script call."""
+        data = msgspec.msgpack.encode(event_data)
+        await self._call("config_put", [self.keys.stream, hash_key], [now_ms, event_kind, data, operation, *pairs])
+
+    async def hash_get(self, key: str, field: str) -> str | None:
+        value = await self.client.hget(key, field)
+        return value.decode() if value is not None else None
+
+    async def hash_get_all(self, key: str) -> dict[str, str]:
+        return {field.decode(): value.decode() for field, value in (await self.client.hgetall(key)).items()}
+
+    # -- sweeper lock ---------------------------------------------------------
+
+    async def acquire_lock(self, key: str, owner: str, ttl_ms: int) -> bool:
+        """Take or extend a lock held by owner; False while someone else holds it."""
+        extended = await self.client.eval(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end"
+            " return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0",
+            1,
+            key,
+            owner,
+            ttl_ms,
+        )
+        return bool(extended)
+
+    # -- event stream -----------------------------------------------------------
+
+    async def ensure_group(self, group: str) -> None:
+        try:
+            await self.client.xgroup_create(self.keys.stream, group, id="0", mkstream=True)
+        except RedisError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+
+    async def read_group(self, group: str, consumer: str, *, count: int, block_ms: int) -> list[StreamEntry]:
+        """New entries for this consumer; they stay pending until acknowledged."""
+        reply = await self.client.xreadgroup(group, consumer, {self.keys.stream: ">"}, count=count, block=block_ms)
+        return [StreamEntry(entry_id.decode(), fields) for _, entries in reply for entry_id, fields in entries]
+
+    async def read_own_pending(self, group: str, consumer: str, *, count: int) -> list[StreamEntry]:
+        """Entries delivered to this consumer name but never acknowledged."""
+        reply = await self.client.xreadgroup(group, consumer, {self.keys.stream: "0"}, count=count)
+        return [StreamEntry(entry_id.decode(), fields) for _, entries in reply for entry_id, fields in entries]
+
+    async def claim_stale(self, group: str, consumer: str, *, idle_ms: int, count: int) -> list[StreamEntry]:
+        """Take over entries another consumer left unacknowledged for idle_ms."""
+        reply = await self.client.xautoclaim(self.keys.stream, group, consumer, idle_ms, "0-0", count=count)
+        entries = reply[1]
+        return [StreamEntry(entry_id.decode(), fields) for entry_id, fields in entries if fields is not None]
+
+    async def acknowledge(self, group: str, entry_ids: Sequence[str]) -> None:
+        if entry_ids:
+            await self.client.xack(self.keys.stream, group, *entry_ids)
+
+    async def trim_consumed(self, group: str) -> None:
+        """Drop entries every consumer of the group has acknowledged (and only those)."""
+        info = await self.client.xinfo_groups(self.keys.stream)
+        group_info = next((item for item in info if item["name"].decode() == group), None)
+        if group_info is None:
+            return
+        pending = await self.client.xpending(self.keys.stream, group)
+        if pending["pending"]:
+            oldest = pending["min"].decode()
+        else:
+            last = group_info["last-delivered-id"].decode()
+            milliseconds, sequence = (int(part) for part in last.split("-"))
+            oldest = f"{milliseconds}-{sequence + 1}"
+        await self.client.xtrim(self.keys.stream, minid=oldest)
+
+    async def stream_backlog(self, group: str) -> int:
+        """Entries not yet acknowledged by the group: pending plus never delivered."""
+        info = await self.client.xinfo_groups(self.keys.stream)
+        for item in info:
+            if item["name"].decode() == group:
+                lag = item.get("lag")
+                return int(item["pending"]) + int(lag or 0)
+        return int(await self.client.xlen(self.keys.stream))
+
+    async def stream_length(self) -> int:
+        return int(await self.client.xlen(self.keys.stream))

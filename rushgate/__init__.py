@@ -1,0 +1,1 @@
+"""Composition root: CLI, settings, process runner, embedded servers."""

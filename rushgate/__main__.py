@@ -1,0 +1,5 @@
+import sys
+
+from rushgate.cli import main
+
+sys.exit(main())

@@ -1,0 +1,26 @@
+"""ASGI entry point for `rushgate serve`: each worker process builds its app from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+
+from litestar import Litestar
+
+from intake.app import create_app
+from persistence.database import readiness_check
+from rushgate.settings import load_settings, require_services
+
+
+def create_app_from_environment() -> Litestar:
+    settings = load_settings(os.environ)
+    _, database_url = require_services(settings)
+
+    def database_check() -> AbstractAsyncContextManager[Callable[[], Awaitable[None]]]:
+        return readiness_check(database_url)
+
+    return create_app(settings, database_check=database_check)
+
+
+__all__ = ["create_app_from_environment"]

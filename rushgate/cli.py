@@ -1,0 +1,200 @@
+"""``rushgate`` command line: up, serve, persister, sweeper, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from rushgate.settings import Settings, SettingsError, load_settings, require_services
+
+logger = logging.getLogger("rushgate")
+
+CHILD_STOP_TIMEOUT_S = 15.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rushgate", description="Flash-sale order intake and stock reservation.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run everything; embedded Redis and Postgres unless the URLs are set")
+    up.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    up.add_argument("--port", type=int, default=None, help="port to listen on (default 8000)")
+    up.add_argument("--data-dir", type=Path, default=Path(".rushgate"), help="embedded servers' data (.rushgate)")
+    up.add_argument("--workers", type=int, default=None, help="API worker processes (default 1)")
+
+    serve = commands.add_parser("serve", help="the HTTP API (needs REDIS_URL and DATABASE_URL)")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--workers", type=int, default=None)
+
+    commands.add_parser("persister", help="stream -> Postgres writer")
+    commands.add_parser("sweeper", help="releases expired holds")
+    commands.add_parser("migrate", help="apply the SQL migrations to DATABASE_URL")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    logging.basicConfig(level=os.environ.get("RUSHGATE_LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(message)s")
+    overrides = {
+        "RUSHGATE_HOST": getattr(arguments, "host", None),
+        "RUSHGATE_PORT": getattr(arguments, "port", None),
+        "RUSHGATE_WORKERS": getattr(arguments, "workers", None),
+    }
+    environ = dict(os.environ)
+    environ.update({name: str(value) for name, value in overrides.items() if value is not None})
+    try:
+        settings = load_settings(environ)
+        if arguments.command == "up":
+            return run_up(settings, environ, arguments.data_dir)
+        if arguments.command == "serve":
+            return run_serve(settings, environ)
+        if arguments.command == "migrate":
+            return run_migrate(settings)
+        return run_worker(settings, arguments.command)
+    except SettingsError as error:
+        print(f"rushgate: invalid settings: {error}", file=sys.stderr)
+        return 2
+
+
+def run_migrate(settings: Settings) -> int:
+    from persistence.database import migrate
+
+    _, database_url = require_services(settings)
+    applied = asyncio.run(migrate(database_url))
+    print(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
+    return 0
+
+
+def run_serve(settings: Settings, environ: dict[str, str]) -> int:
+    import uvicorn
+
+    require_services(settings)
+    if not settings.admin_token and not settings.gateway_tokens:
+        raise SettingsError("set RUSHGATE_ADMIN_TOKEN and RUSHGATE_GATEWAY_TOKEN (or use `rushgate up`)")
+    os.environ.update(environ)  # worker processes read their settings from the environment
+    uvicorn.run(
+        "rushgate.asgi:create_app_from_environment",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        backlog=4096,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def run_worker(settings: Settings, command: str) -> int:
+    from rushgate.workers import Persister, Sweeper, open_store
+
+    require_services(settings)
+
+    async def work() -> None:
+        store = open_store(settings)
+        await store.load_scripts()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signal_number, stop.set)
+        worker = Persister(store, settings) if command == "persister" else Sweeper(store, settings)
+        logger.info("%s started", command)
+        try:
+            await worker.run(stop)
+        finally:
+            await store.client.aclose()
+        logger.info("%s stopped", command)
+
+    asyncio.run(work())
+    return 0
+
+
+def _tokens(data_dir: Path, environ: dict[str, str]) -> dict[str, str]:
+    """Tokens from the environment, else the ones generated on a first `up`, kept in the data dir."""
+    path = data_dir / "tokens.json"
+    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    tokens = {
+        "RUSHGATE_ADMIN_TOKEN": environ.get("RUSHGATE_ADMIN_TOKEN") or stored.get("RUSHGATE_ADMIN_TOKEN"),
+        "RUSHGATE_GATEWAY_TOKEN": environ.get("RUSHGATE_GATEWAY_TOKEN") or stored.get("RUSHGATE_GATEWAY_TOKEN"),
+    }
+    generated = {name: secrets.token_urlsafe(24) for name, value in tokens.items() if not value}
+    if generated:
+        stored.update(generated)
+        path.write_text(json.dumps(stored))
+        path.chmod(0o600)
+    return {name: value or generated[name] for name, value in tokens.items()}
+
+
+def run_up(settings: Settings, environ: dict[str, str], data_dir: Path) -> int:
+    from persistence.database import migrate
+    from rushgate.embedded import EmbeddedPostgres, EmbeddedRedis
+
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    redis_server = postgres_server = None
+    children: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def request_stop(signal_number: int, _: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        if settings.redis_url is None:
+            redis_server = EmbeddedRedis(data_dir / "redis").start()
+            environ["REDIS_URL"] = redis_server.url
+        if settings.database_url is None:
+            postgres_server = EmbeddedPostgres(data_dir / "postgres").start()
+            environ["DATABASE_URL"] = postgres_server.url
+        environ.update(_tokens(data_dir, environ))
+        settings = load_settings(environ)
+        _, database_url = require_services(settings)
+        asyncio.run(migrate(database_url))
+        for command in ("persister", "sweeper", "serve"):
+            children.append(subprocess.Popen([sys.executable, "-m", "rushgate", command], env=environ))
+        print(
+            f"rushgate is up on http://{settings.host}:{settings.port}\n"
+            f"  REDIS_URL={environ['REDIS_URL']}\n  DATABASE_URL={environ['DATABASE_URL']}\n"
+            f"  admin token:   {environ['RUSHGATE_ADMIN_TOKEN']}\n"
+            f"  gateway token: {environ['RUSHGATE_GATEWAY_TOKEN']}\n"
+            f"  OpenAPI: http://{settings.host}:{settings.port}/schema   (Ctrl-C stops everything)",
+            flush=True,
+        )
+        while not stopping:
+            exited = [child for child in children if child.poll() is not None]
+            if exited:
+                logger.error("a child process exited (%s); stopping everything", exited[0].args[-1])
+                return 1
+            time.sleep(0.2)
+        return 0
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(CHILD_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        if redis_server is not None:
+            redis_server.stop()
+        if postgres_server is not None:
+            postgres_server.stop()
+        print("rushgate stopped", flush=True)

