@@ -6,7 +6,7 @@ import re
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post, put
-from litestar.params import JSONBody, Parameter
+from litestar.params import HeaderParameter, JSONBody, Parameter
 
 from intake.auth import require_admin, require_gateway
 from intake.problems import ProblemError
@@ -52,8 +52,8 @@ def _catalog(request: Request[Any, Any, Any]) -> CatalogService:
 
 class OrderController(Controller):
     path = "/v1/orders"
-    guards = [require_gateway]
-    tags = ["orders"]
+    guards = (require_gateway,)
+    tags = ("orders",)
 
     @post("/", operation_id="createOrder", status_code=201, summary="Hold stock for an order")
     async def create_order(
@@ -61,7 +61,7 @@ class OrderController(Controller):
         request: Request[Any, Any, Any],
         data: JSONBody[OrderIn],
         idempotency_key: Annotated[
-            str | None, Parameter(header="Idempotency-Key", description="required; 1-128 printable ASCII")
+            str | None, HeaderParameter(name="Idempotency-Key", description="required; 1-128 printable ASCII")
         ] = None,
     ) -> Response[OrderOut]:
         if idempotency_key is None:
@@ -90,8 +90,8 @@ class OrderController(Controller):
 
 class CatalogController(Controller):
     path = "/v1"
-    guards = [require_admin]
-    tags = ["control plane"]
+    guards = (require_admin,)
+    tags = ("control plane",)
 
     @put("/warehouses/{warehouse_id:str}", operation_id="putWarehouse")
     async def put_warehouse(
@@ -100,7 +100,9 @@ class CatalogController(Controller):
         return await _catalog(request).put_warehouse(warehouse_id, data)
 
     @put("/dispatch/{region:str}", operation_id="putDispatch")
-    async def put_dispatch(self, request: Request[Any, Any, Any], region: PathId, data: JSONBody[DispatchIn]) -> DispatchOut:
+    async def put_dispatch(
+        self, request: Request[Any, Any, Any], region: PathId, data: JSONBody[DispatchIn]
+    ) -> DispatchOut:
         return await _catalog(request).put_dispatch(region, data)
 
     @get("/dispatch/{region:str}", operation_id="getDispatch")
@@ -152,7 +154,7 @@ class CatalogController(Controller):
 
 class HealthController(Controller):
     path = "/"
-    tags = ["health"]
+    tags = ("health",)
 
     @get("/healthz", operation_id="health", summary="The process is up")
     async def healthz(self) -> HealthOut:

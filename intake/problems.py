@@ -11,11 +11,12 @@ import logging
 from typing import Any
 
 import msgspec
-from litestar import MediaType, Request, Response
+from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
 
 from intake.schemas import Problem
-from reservation.store import RedisError
+from reservation.store import RedisError, ResponseError
 
 PROBLEM_BASE = "https://rushgate.dev/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -112,7 +113,9 @@ def handle_http(_: Request[Any, Any, Any], error: HTTPException) -> Response[byt
     return problem_response(error.status_code, kind, error.detail, headers or None)
 
 
-def handle_redis(_: Request[Any, Any, Any], error: RedisError) -> Response[bytes]:
+def handle_redis(request: Request[Any, Any, Any], error: RedisError) -> Response[bytes]:
+    if isinstance(error, ResponseError):  # a script refused its arguments: a bug, not an outage
+        return handle_bug(request, error)
     logger.warning("Redis unavailable: %s", type(error).__name__)
     return problem_response(503, "dependency-unavailable", "stock store unreachable", {"Retry-After": "1"})
 
@@ -122,7 +125,7 @@ def handle_bug(request: Request[Any, Any, Any], error: Exception) -> Response[by
     return problem_response(500, "internal-error")
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ProblemError: handle_problem,
     ValidationException: handle_validation,
     HTTPException: handle_http,

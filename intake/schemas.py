@@ -24,7 +24,7 @@ Qty = Annotated[int, msgspec.Meta(ge=1, le=QTY_MAX)]
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 
-class RequestBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+class RequestBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Base of public request bodies."""
 
 

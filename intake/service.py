@@ -10,7 +10,7 @@ import hashlib
 import secrets
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 
@@ -45,14 +45,18 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
 def to_ms(moment: datetime) -> int:
     if moment.tzinfo is None:
         raise ProblemError(400, "invalid-request", "times must carry a UTC offset (RFC 3339)")
-    return int(moment.timestamp() * 1000)
+    return (moment - _EPOCH) // _MILLISECOND  # exact: float timestamps can land 1 ms short
 
 
 def from_ms(milliseconds: int) -> datetime:
-    return datetime.fromtimestamp(milliseconds / 1000, tz=UTC)
+    return _EPOCH + milliseconds * _MILLISECOND
 
 
 def new_order_id(now_ms: int) -> str:
@@ -302,7 +306,9 @@ class CatalogService:
         if code is StockCode.UNKNOWN_WAREHOUSE:
             raise ProblemError(404, "not-found", f"unknown warehouse {warehouse_id}")
         if code is StockCode.CONFLICT:
-            raise ProblemError(409, "stock-conflict", "on_hand is not the expected value", current_on_hand=levels.on_hand)
+            raise ProblemError(
+                409, "stock-conflict", "on_hand is not the expected value", current_on_hand=levels.on_hand
+            )
         if code is StockCode.BELOW_HELD:
             held = levels.reserved + levels.committed
             raise ProblemError(

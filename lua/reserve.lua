@@ -6,12 +6,14 @@ customer blocklist, the region's dispatch rule, each SKU's sale window and
 per-customer limit, allocate every line to the region's warehouses in dispatch
 order, and only if every line fits: move the units from available to reserved,
 count them against the customer's limit, store the order document, schedule its
-expiry, record the idempotency key and append an `order_created` event.
+expiry, record the idempotency key (with the accepted document, so a replay answers
+the original body without naming the original order's key) and append an
+`order_created` event.
 
 KEYS[1]  event stream of the partition
 KEYS[2]  expiry sorted set of the partition (score = deadline ms, member = order id)
 KEYS[3]  dispatch hash (field region -> comma-separated warehouse ids in priority order)
-KEYS[4]  blocklist hash (field customer id -> "1")
+KEYS[4]  blocklist hash (field customer id -> reason)
 KEYS[5…] the keys the orders below name by index (idempotency, order, customer
          counters, SKU config, SKU stock)
 
@@ -27,7 +29,7 @@ ARGV[4]  order count N, then N orders, each:
 
 Returns one entry per order, in order: {code, detail}
   code 1 accepted   detail = order document (msgpack)
-  code 2 replayed   detail = order document (msgpack) as it is now
+  code 2 replayed   detail = order document (msgpack) as it was when accepted
   code 3 sold out            detail = sku
   code 4 purchase limit      detail = sku
   code 5 sale not open       detail = sku
@@ -138,7 +140,8 @@ local function hold_order(order, plan)
   redis.call('SET', KEYS[order.order_index], packed)
   redis.call('ZADD', expiry_key, expires_ms, order.order_id)
   local idempotency_key = KEYS[order.idempotency_index]
-  redis.call('HSET', idempotency_key, 'order_id', order.order_id, 'fingerprint', order.fingerprint)
+  redis.call('HSET', idempotency_key, 'order_id', order.order_id, 'fingerprint', order.fingerprint,
+    'document', packed)
   redis.call('PEXPIRE', idempotency_key, idempotency_ttl_ms)
   redis.call('XADD', stream_key, '*', 'k', 'order_created', 'o', packed,
     'm', cmsgpack.pack(movements), 't', int(now_ms))
@@ -146,10 +149,10 @@ local function hold_order(order, plan)
 end
 
 local function decide(order)
-  local record = redis.call('HMGET', KEYS[order.idempotency_index], 'order_id', 'fingerprint')
+  local record = redis.call('HMGET', KEYS[order.idempotency_index], 'order_id', 'fingerprint', 'document')
   if record[1] then
     if record[2] ~= order.fingerprint then return {CODE_KEY_REUSED, record[1]} end
-    return {CODE_REPLAYED, redis.call('GET', KEYS[order.order_index]) or ''}
+    return {CODE_REPLAYED, record[3]}
   end
   if redis.call('XLEN', stream_key) >= stream_length_max then return {CODE_BACKLOG_FULL, ''} end
   if redis.call('HEXISTS', blocklist_key, order.customer_id) == 1 then return {CODE_BLOCKED, ''} end

@@ -62,9 +62,7 @@ async def migrate(url: str) -> list[str]:
                 continue
             async with connection.transaction():
                 await connection.execute(sql)
-                await connection.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
-                )
+                await connection.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name)
             logger.info("applied migration %s", name)
             applied_now.append(name)
     finally:

@@ -24,6 +24,7 @@ from reservation.records import (
     Movement,
     OrderRecord,
     SkuPut,
+    StockChange,
     WarehousePut,
     movements_decoder,
     order_record_decoder,
@@ -228,9 +229,8 @@ async def write_events(connection: asyncpg.Connection, events: Sequence[Event]) 
             if known is None or known.version < event.order.version:
                 latest_orders[event.order.order_id] = event.order
         request_id = reason = None
-        if event.kind == "stock_changed":
-            assert event.data is not None
-            request_id, reason = getattr(event.data, "request_id"), getattr(event.data, "reason")
+        if isinstance(event.data, StockChange):
+            request_id, reason = event.data.request_id, event.data.reason
         for position, movement in enumerate(event.movements):
             movement_rows.append(
                 (event.partition, event.stream_ms, event.stream_seq, position, movement.sku,

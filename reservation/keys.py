@@ -77,7 +77,7 @@ class PartitionKeys:
 class KeyTable:
     """Collects the keys of one script call, each once, and hands out 1-based indexes."""
 
-    __slots__ = ("keys", "_index")
+    __slots__ = ("_index", "keys")
 
     def __init__(self, fixed: list[str]) -> None:
         self.keys: list[str] = list(fixed)

@@ -13,15 +13,14 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as redis_asyncio
-from redis.exceptions import NoScriptError
-from redis.exceptions import RedisError as RedisError  # re-exported for callers
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from reservation.keys import KeyTable, PartitionKeys
 from reservation.outcomes import CancelCode, PayCode, ReserveCode, StockCode, TransferCode
 from reservation.records import OrderRecord, order_record_decoder
 from reservation.scripts import Script, read_scripts
 
-__all__ = ["RedisError", "RedisStore", "connect"]
+__all__ = ["RedisError", "RedisStore", "ResponseError", "connect"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +87,8 @@ class RedisStore:
     """Stock, holds and orders in one Redis partition (``{p0}``)."""
 
     def __init__(self, client: redis_asyncio.Redis, *, partition: int = 0) -> None:
-        self.client = client
+        # Typed loosely on purpose: redis-py's stubs cannot know replies are bytes (decode_responses=False).
+        self.client: Any = client
         self.keys = PartitionKeys(partition)
         self._scripts: dict[str, Script] = read_scripts()
 
@@ -184,9 +184,7 @@ class RedisStore:
         assert len(replies) == len(orders), "cancel.lua must answer once per order"
         return [OrderChange(CancelCode(code), _decode_order(packed)) for code, packed in replies]
 
-    async def pay(
-        self, order: OrderRecord, *, payment_id: str, amount: int, method: str, now_ms: int
-    ) -> OrderChange:
+    async def pay(self, order: OrderRecord, *, payment_id: str, amount: int, method: str, now_ms: int) -> OrderChange:
         keys = self.keys
         skus = order.skus
         script_keys = [

@@ -45,7 +45,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
-    logging.basicConfig(level=os.environ.get("RUSHGATE_LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(message)s")
     overrides = {
         "RUSHGATE_HOST": getattr(arguments, "host", None),
         "RUSHGATE_PORT": getattr(arguments, "port", None),
@@ -55,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     environ.update({name: str(value) for name, value in overrides.items() if value is not None})
     try:
         settings = load_settings(environ)
+        logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         if arguments.command == "up":
             return run_up(settings, environ, arguments.data_dir)
         if arguments.command == "serve":
@@ -146,7 +146,7 @@ def run_up(settings: Settings, environ: dict[str, str], data_dir: Path) -> int:
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     redis_server = postgres_server = None
-    children: list[subprocess.Popen[bytes]] = []
+    children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
 
     def request_stop(signal_number: int, _: object) -> None:
@@ -167,7 +167,7 @@ def run_up(settings: Settings, environ: dict[str, str], data_dir: Path) -> int:
         _, database_url = require_services(settings)
         asyncio.run(migrate(database_url))
         for command in ("persister", "sweeper", "serve"):
-            children.append(subprocess.Popen([sys.executable, "-m", "rushgate", command], env=environ))
+            children[command] = subprocess.Popen([sys.executable, "-m", "rushgate", command], env=environ)
         print(
             f"rushgate is up on http://{settings.host}:{settings.port}\n"
             f"  REDIS_URL={environ['REDIS_URL']}\n  DATABASE_URL={environ['DATABASE_URL']}\n"
@@ -177,17 +177,17 @@ def run_up(settings: Settings, environ: dict[str, str], data_dir: Path) -> int:
             flush=True,
         )
         while not stopping:
-            exited = [child for child in children if child.poll() is not None]
+            exited = [command for command, child in children.items() if child.poll() is not None]
             if exited:
-                logger.error("a child process exited (%s); stopping everything", exited[0].args[-1])
+                logger.error("`rushgate %s` exited; stopping everything", exited[0])
                 return 1
             time.sleep(0.2)
         return 0
     finally:
-        for child in children:
+        for child in children.values():
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
-        for child in children:
+        for child in children.values():
             try:
                 child.wait(CHILD_STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:

@@ -18,6 +18,7 @@ import stat
 import subprocess
 import time
 from pathlib import Path
+from typing import TypedDict
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -139,11 +140,15 @@ def _system_user() -> str | None:
     return POSTGRES_SYSTEM_USER
 
 
-def _run_as(user: str | None) -> dict[str, object]:
+class _Identity(TypedDict):
+    user: str | None
+    group: str | None
+    extra_groups: list[str] | None
+
+
+def _run_as(user: str | None) -> _Identity:
     """subprocess arguments that drop every root identity, groups included."""
-    if user is None:
-        return {}
-    return {"user": user, "group": user, "extra_groups": []}
+    return {"user": user, "group": user, "extra_groups": [] if user else None}
 
 
 def _let_user_reach(path: Path, binaries: Path) -> None:
@@ -177,6 +182,7 @@ class EmbeddedPostgres:
         result = subprocess.run(
             [str(binaries / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
             capture_output=True,
+            check=False,
         )
         return result.returncode == 0
 

@@ -9,7 +9,7 @@ to start with a message naming the variable. Nothing here is cached globally:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -26,6 +26,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     gateway_tokens: tuple[str, ...] = ()
     admin_token: str = ""
 
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
@@ -73,6 +74,10 @@ def variable_name(field: str) -> str:
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Settings from an environment mapping; SettingsError names what is wrong."""
+    known = {variable_name(field.name) for field in msgspec.structs.fields(Settings)}
+    unknown = sorted(name for name in environ if name.startswith("RUSHGATE_") and name not in known)
+    if unknown:
+        raise SettingsError(f"unknown setting {', '.join(unknown)} (a typo?); see README.md#settings")
     raw: dict[str, object] = {}
     for field in msgspec.structs.fields(Settings):
         value = environ.get(variable_name(field.name))
@@ -86,15 +91,17 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as error:
         message = str(error)
-        field = message.rpartition("`$.")[2].rstrip("`").split("[")[0]
-        raise SettingsError(f"{variable_name(field)}: {message.partition(' - at')[0]}") from None
-    for token in (*settings.gateway_tokens, settings.admin_token):
-        if token and len(token) < _TOKEN_LENGTH_MIN:
-            raise SettingsError(f"tokens must be at least {_TOKEN_LENGTH_MIN} characters")
+        field_name = message.rpartition("`$.")[2].rstrip("`").split("[")[0]
+        raise SettingsError(f"{variable_name(field_name)}: {message.partition(' - at')[0]}") from None
+    short = [token for token in settings.gateway_tokens if len(token) < _TOKEN_LENGTH_MIN]
+    if short:
+        raise SettingsError(f"RUSHGATE_GATEWAY_TOKEN: each token must be at least {_TOKEN_LENGTH_MIN} characters")
+    if settings.admin_token and len(settings.admin_token) < _TOKEN_LENGTH_MIN:
+        raise SettingsError(f"RUSHGATE_ADMIN_TOKEN: must be at least {_TOKEN_LENGTH_MIN} characters")
     if settings.redis_url is not None and not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise SettingsError("REDIS_URL: must start with redis://, rediss:// or unix://")
     if settings.database_url is not None and not settings.database_url.startswith(("postgres://", "postgresql://")):
-        raise SettingsError("DATABASE_URL: must start with postgresql://")
+        raise SettingsError("DATABASE_URL: must start with postgresql:// or postgres://")
     return settings
 
 

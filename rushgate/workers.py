@@ -6,6 +6,7 @@ Both run until ``stop`` is set, then finish the batch in hand and return.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -88,7 +89,9 @@ class Persister:
 
     async def claim(self) -> list[StreamEntry]:
         """This consumer's own unacknowledged entries, then those a dead consumer left."""
-        own = await self.store.read_own_pending(PERSISTER_GROUP, self.name, count=self.settings.persister_batch_size_max)
+        own = await self.store.read_own_pending(
+            PERSISTER_GROUP, self.name, count=self.settings.persister_batch_size_max
+        )
         if own:
             return own
         return await self.store.claim_stale(
@@ -118,28 +121,31 @@ class Sweeper:
 
     async def run(self, stop: asyncio.Event) -> None:
         interval_s = self.settings.sweeper_interval_ms / 1000
-        lock_key = PartitionKeys(self.store.keys.partition).sweeper_lock
         while not stop.is_set():
             try:
-                if await self.store.acquire_lock(lock_key, self.owner, self.settings.sweeper_lock_ttl_ms):
-                    released = await sweep_once(
-                        self.store, now_ms=self.clock(), batch_size_max=self.settings.sweeper_batch_size_max
-                    )
-                    if released == self.settings.sweeper_batch_size_max:
-                        continue  # more are due: sweep again at once
+                released = await self.run_once()
+                if released == self.settings.sweeper_batch_size_max:
+                    continue  # more are due: sweep again at once
             except RedisError as error:
                 logger.warning("sweeper: %s", error)
             await _wait(stop, interval_s)
 
+    async def run_once(self) -> int | None:
+        """One bounded sweep if this sweeper holds the lock; None when another one does."""
+        lock_key = PartitionKeys(self.store.keys.partition).sweeper_lock
+        if not await self.store.acquire_lock(lock_key, self.owner, self.settings.sweeper_lock_ttl_ms):
+            return None
+        return await sweep_once(self.store, now_ms=self.clock(), batch_size_max=self.settings.sweeper_batch_size_max)
+
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass
 
 
 def open_store(settings: Settings) -> RedisStore:
     redis_url, _ = require_services(settings)
-    client = connect(redis_url, pool_size_max=8, timeout_ms=max(settings.redis_timeout_ms, settings.persister_block_ms + 1000))
+    client = connect(
+        redis_url, pool_size_max=8, timeout_ms=max(settings.redis_timeout_ms, settings.persister_block_ms + 1000)
+    )
     return RedisStore(client)

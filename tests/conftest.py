@@ -20,7 +20,8 @@ from httpx import ASGITransport, AsyncClient
 from intake.app import create_app
 from intake.service import CatalogService, OrderService
 from persistence.database import connect, migrate
-from reservation.store import RedisStore, connect as connect_redis
+from reservation.store import RedisStore
+from reservation.store import connect as connect_redis
 from rushgate.embedded import EmbeddedPostgres, EmbeddedRedis
 from rushgate.settings import Settings, load_settings
 from rushgate.workers import PERSISTER_GROUP, Persister
@@ -28,9 +29,7 @@ from rushgate.workers import PERSISTER_GROUP, Persister
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 GATEWAY_TOKEN = "gateway-token-for-tests-0123456789"
 START_MS = 1_900_000_000_000  # a fixed "now" for explicit-clock tests
-TABLES = (
-    "stock_movements, order_items, shipments, orders, events, warehouses, dispatch_rules, skus, customer_blocks"
-)
+TABLES = "stock_movements, order_items, shipments, orders, events, warehouses, dispatch_rules, skus, customer_blocks"
 
 
 @dataclass

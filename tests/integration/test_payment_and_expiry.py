@@ -1,0 +1,192 @@
+"""Payment, cancellation and hold expiry against a real Redis, with an explicit clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from intake.problems import ProblemError
+from intake.schemas import PaymentIn
+from intake.service import CatalogService, OrderService
+from reservation.keys import PartitionKeys
+from reservation.store import RedisStore
+from reservation.sweeper import sweep_once, sweep_until_clear
+from rushgate.settings import Settings
+from rushgate.workers import Sweeper
+from tests.conftest import ManualClock
+from tests.support import add_sku, assert_stock_invariants, order_in, setup_region
+
+
+@pytest.fixture
+async def one_unit(catalog: CatalogService) -> None:
+    await setup_region(catalog, "eu", ["w1"])
+    await add_sku(catalog, "s1", price=500, stock={"w1": 1})
+
+
+def payment(payment_id: str, amount: int = 500) -> PaymentIn:
+    return PaymentIn(payment_id=payment_id, amount=amount, method="card")
+
+
+async def levels(store: RedisStore) -> tuple[int, int, int, int]:
+    level = (await store.stock_levels("s1"))["w1"]
+    return (level.available, level.reserved, level.committed, level.on_hand)
+
+
+async def test_payment_turns_the_hold_into_committed_stock(
+    one_unit: None, orders: OrderService, store: RedisStore
+) -> None:
+    _, order = await orders.place(order_in("c1", {"s1": 1}), "k1")
+    paid = await orders.pay(order.order_id, payment("p1"))
+    assert (paid.status, paid.payment_id, paid.paid_amount) == ("paid", "p1", 500)
+    assert await levels(store) == (0, 0, 1, 1)
+    assert await store.expiry_backlog() == 0
+
+
+async def test_the_same_payment_twice_is_a_no_op(one_unit: None, orders: OrderService, store: RedisStore) -> None:
+    _, order = await orders.place(order_in("c1", {"s1": 1}), "k1")
+    first = await orders.pay(order.order_id, payment("p1"))
+    events = await store.stream_length()
+    second = await orders.pay(order.order_id, payment("p1"))
+    assert second == first
+    assert await store.stream_length() == events
+    assert await levels(store) == (0, 0, 1, 1)
+
+
+async def test_a_wrong_amount_or_a_second_payment_is_refused(
+    one_unit: None, orders: OrderService, store: RedisStore
+) -> None:
+    _, order = await orders.place(order_in("c1", {"s1": 1}), "k1")
+    with pytest.raises(ProblemError) as wrong_amount:
+        await orders.pay(order.order_id, payment("p1", amount=499))
+    assert wrong_amount.value.kind == "amount-mismatch"
+    await orders.pay(order.order_id, payment("p1"))
+    with pytest.raises(ProblemError) as second:
+        await orders.pay(order.order_id, payment("p2"))
+    assert second.value.kind == "already-paid"
+    assert await levels(store) == (0, 0, 1, 1)
+
+
+async def test_one_payment_id_never_pays_two_orders(catalog: CatalogService, orders: OrderService) -> None:
+    await setup_region(catalog, "eu", ["w1"])
+    await add_sku(catalog, "s1", price=500, stock={"w1": 2})
+    _, first = await orders.place(order_in("c1", {"s1": 1}), "k1")
+    _, second = await orders.place(order_in("c2", {"s1": 1}), "k2")
+    await orders.pay(first.order_id, payment("p1"))
+    with pytest.raises(ProblemError) as reused:
+        await orders.pay(second.order_id, payment("p1"))
+    assert reused.value.kind == "payment-id-reused"
+    assert (await orders.get(second.order_id)).status == "pending_payment"
+
+
+async def test_an_unpaid_hold_is_released_by_the_sweeper_after_its_deadline_and_not_before(
+    one_unit: None, orders: OrderService, store: RedisStore, settings: Settings, clock: ManualClock
+) -> None:
+    _, order = await orders.place(order_in("c1", {"s1": 1}), "k1")
+    deadline = order.expires_ms
+    assert deadline == clock.now_ms + settings.flash_hold_ttl_ms
+    assert await sweep_once(store, now_ms=deadline - 1, batch_size_max=100) == 0
+    assert await levels(store) == (0, 1, 0, 1)
+    assert await sweep_once(store, now_ms=deadline, batch_size_max=100) == 1
+    expired = await orders.get(order.order_id)
+    assert (expired.status, expired.cancel_reason) == ("cancelled", "payment_timeout")
+    assert await levels(store) == (1, 0, 0, 1)
+    assert await sweep_once(store, now_ms=deadline + 1000, batch_size_max=100) == 0
+
+
+async def test_normal_orders_hold_for_the_normal_ttl(
+    one_unit: None, orders: OrderService, settings: Settings, clock: ManualClock
+) -> None:
+    _, order = await orders.place(order_in("c1", {"s1": 1}, order_type="normal"), "k1")
+    assert order.expires_ms - clock.now_ms == settings.normal_hold_ttl_ms
+
+
+async def test_a_late_payment_takes_the_stock_again_when_it_is_still_there(
+    one_unit: None, orders: OrderService, store: RedisStore
+) -> None:
+    _, order = await orders.place(order_in("c1", {"s1": 1}), "k1")
+    await sweep_once(store, now_ms=order.expires_ms, batch_size_max=10)
+    paid = await orders.pay(order.order_id, payment("p1"))
+    assert (paid.status, paid.cancel_reason, paid.refund_status) == ("paid", "", "")
+    assert await levels(store) == (0, 0, 1, 1)
+
+
+async def test_a_late_payment_is_recorded_for_refund_when_the_stock_was_sold_again(
+    one_unit: None, orders: OrderService, store: RedisStore
+) -> None:
+    _, order = await orders.place(order_in("c1", {"s1": 1}), "k1")
+    await sweep_once(store, now_ms=order.expires_ms, batch_size_max=10)
+    _, second_buyer = await orders.place(order_in("c2", {"s1": 1}), "k2")
+    with pytest.raises(ProblemError) as late:
+        await orders.pay(order.order_id, payment("p1"))
+    assert late.value.kind == "refund-pending"
+    refunded = await orders.get(order.order_id)
+    assert (refunded.status, refunded.refund_status, refunded.refund_amount) == ("cancelled", "refund_pending", 500)
+    assert (await orders.get(second_buyer.order_id)).status == "pending_payment"
+    assert await levels(store) == (0, 1, 0, 1)
+    with pytest.raises(ProblemError) as replayed:
+        await orders.pay(order.order_id, payment("p1"))
+    assert replayed.value.kind == "refund-pending"
+
+
+async def test_cancelling_a_paid_order_releases_committed_stock_and_records_a_refund(
+    one_unit: None, orders: OrderService, store: RedisStore
+) -> None:
+    _, order = await orders.place(order_in("c1", {"s1": 1}), "k1")
+    await orders.pay(order.order_id, payment("p1"))
+    cancelled = await orders.cancel(order.order_id, "merchant")
+    assert (cancelled.status, cancelled.cancel_reason, cancelled.refund_status) == (
+        "cancelled",
+        "merchant",
+        "refund_pending",
+    )
+    assert await levels(store) == (1, 0, 0, 1)
+
+
+async def test_a_payment_racing_the_sweeper_either_pays_or_finds_the_order_expired_never_both(
+    one_unit: None, orders: OrderService, store: RedisStore
+) -> None:
+    _, order = await orders.place(order_in("c1", {"s1": 1}), "k1")
+    pay, sweep = await asyncio.gather(
+        orders.pay(order.order_id, payment("p1")),
+        sweep_once(store, now_ms=order.expires_ms, batch_size_max=10),
+        return_exceptions=True,
+    )
+    final = await orders.get(order.order_id)
+    assert final.status == "paid"  # stock was still there either way: paid in time or paid after expiry
+    assert await levels(store) == (0, 0, 1, 1)
+    assert sweep in (0, 1)
+    assert not isinstance(pay, BaseException)
+
+
+async def test_the_sweeper_releases_a_bounded_batch_per_run(
+    catalog: CatalogService, orders: OrderService, store: RedisStore, clock: ManualClock
+) -> None:
+    await setup_region(catalog, "eu", ["w1"])
+    await add_sku(catalog, "s1", stock={"w1": 50})
+    for number in range(25):
+        await orders.place(order_in(f"c{number}", {"s1": 2}), f"k{number}")
+    later = clock.now_ms + 10 * 86_400_000
+    assert await sweep_once(store, now_ms=later, batch_size_max=10) == 10
+    assert await store.expiry_backlog() == 15
+    assert await sweep_until_clear(store, now_ms=later, batch_size_max=10) == 15
+    level = (await assert_stock_invariants(store, ["s1"]))[("s1", "w1")]
+    assert (level.available, level.reserved) == (50, 0)
+
+
+async def test_only_the_sweeper_holding_the_lock_sweeps(
+    one_unit: None, orders: OrderService, store: RedisStore, settings: Settings, clock: ManualClock
+) -> None:
+    _, order = await orders.place(order_in("c1", {"s1": 1}), "k1")
+    clock.advance(settings.flash_hold_ttl_ms)
+    first, second = Sweeper(store, settings, clock), Sweeper(store, settings, clock)
+    first.owner, second.owner = "sweeper-a", "sweeper-b"
+    assert await first.run_once() == 1
+    _, again = await orders.place(order_in("c2", {"s1": 1}), "k2")
+    clock.advance(settings.flash_hold_ttl_ms)
+    assert await second.run_once() is None
+    assert (await orders.get(again.order_id)).status == "pending_payment"
+    assert await first.run_once() == 1
+    await store.client.delete(PartitionKeys(0).sweeper_lock)  # the holder died and its lock lapsed
+    assert await second.run_once() == 0
+    assert (await orders.get(order.order_id)).cancel_reason == "payment_timeout"

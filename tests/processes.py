@@ -1,0 +1,89 @@
+"""Running rushgate's own processes from tests, and waiting on conditions (never on time alone)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from rushgate.embedded import free_port
+from tests.conftest import ADMIN_TOKEN, GATEWAY_TOKEN, Services
+
+WAIT_TIMEOUT_S = 60.0
+POLL_S = 0.02
+
+
+def service_environment(services: Services, **overrides: str) -> dict[str, str]:
+    environ = {name: value for name, value in os.environ.items() if not name.startswith("RUSHGATE_")}
+    environ.update(
+        REDIS_URL=services.redis_url,
+        DATABASE_URL=services.database_url,
+        RUSHGATE_ADMIN_TOKEN=ADMIN_TOKEN,
+        RUSHGATE_GATEWAY_TOKEN=GATEWAY_TOKEN,
+        RUSHGATE_LOG_LEVEL="WARNING",
+        **overrides,
+    )
+    return environ
+
+
+def start(command: list[str], environ: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "rushgate", *command], env=environ, stdout=log_file, stderr=subprocess.STDOUT
+        )
+
+
+def stop(process: subprocess.Popen[bytes], signal_number: int = signal.SIGTERM, timeout_s: float = 30) -> int:
+    if process.poll() is None:
+        process.send_signal(signal_number)
+    try:
+        return process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], what: str, timeout_s: float = WAIT_TIMEOUT_S) -> None:
+    """Poll a condition until it holds; fail naming it after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for: {what}")
+        await asyncio.sleep(POLL_S)
+
+
+async def wait_ready(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    async with httpx.AsyncClient(base_url=base_url, timeout=2) as client:
+
+        async def ready() -> bool:
+            assert process.poll() is None, f"process exited with {process.returncode}: {log.read_text()[-2000:]}"
+            try:
+                return (await client.get("/readyz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await eventually(ready, f"{base_url}/readyz")
+
+
+@contextmanager
+def running(command: list[str], environ: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    process = start(command, environ, log)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            stop(process)
+
+
+def serve_command(workers: int) -> tuple[list[str], int]:
+    port = free_port()
+    return ["serve", "--port", str(port), "--workers", str(workers)], port
