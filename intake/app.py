@@ -8,8 +8,11 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from litestar import Litestar
 from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 
+from intake.auth import BearerAuthMiddleware
 from intake.controllers import CatalogController, HealthController, OrderController
 from intake.problems import EXCEPTION_HANDLERS
 from intake.service import CatalogService, Clock, OrderService, wall_clock_ms
@@ -20,6 +23,7 @@ DatabaseCheck = Callable[[], Awaitable[None]]
 DatabaseCheckFactory = Callable[[], AbstractAsyncContextManager[DatabaseCheck]]
 
 READINESS_TIMEOUT_S = 2.0
+TOKEN_HELP = "/v1/orders* takes a gateway or the admin token; every other /v1/ path takes the admin token."
 
 
 def create_app(
@@ -54,9 +58,22 @@ def create_app(
     return Litestar(
         route_handlers=[OrderController, CatalogController, HealthController],
         lifespan=[lifespan],
+        middleware=[
+            DefineMiddleware(
+                BearerAuthMiddleware, gateway_tokens=settings.gateway_tokens, admin_token=settings.admin_token
+            )
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.request_body_bytes_max,
-        openapi_config=OpenAPIConfig(title="rushgate", version="1.0.0", path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="rushgate",
+            version="1.0.0",
+            path="/schema",
+            components=Components(
+                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", description=TOKEN_HELP)}
+            ),
+            security=[{"bearer": []}],
+        ),
         state=State({"settings": settings}),
         debug=False,
     )

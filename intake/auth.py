@@ -1,50 +1,86 @@
-"""Bearer-token guards: gateway tokens for the data plane, the admin token for everything."""
+"""Bearer-token authentication: gateway tokens for the data plane, the admin token for everything.
+
+A plain ASGI middleware rather than route guards: Litestar copies the route handler
+for every guard call, which cost about a tenth of an intake worker's CPU when
+measured with py-spy. Here a request costs one scan of its raw headers.
+"""
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from typing import Any
 
-from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
-from litestar.handlers.base import BaseRouteHandler
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Receive, Scope, Send
 
-from rushgate.settings import Settings
+from intake.problems import PROBLEM_MEDIA_TYPE, encode_problem
 
-
-def _presented_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
-    header = connection.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise NotAuthorizedException("send Authorization: Bearer <token>")
-    return token.strip()
+DATA_PLANE_PREFIX = "/v1/orders"
+CONTROL_PLANE_PREFIX = "/v1/"
 
 
-def _matches(token: str, expected: str) -> bool:
-    return bool(expected) and hmac.compare_digest(token.encode(), expected.encode())
+def required_scope(path: str) -> str | None:
+    """'gateway', 'admin' or None (health and the OpenAPI document need no token)."""
+    if path.startswith(DATA_PLANE_PREFIX):
+        return "gateway"
+    if path.startswith(CONTROL_PLANE_PREFIX):
+        return "admin"
+    return None
 
 
-def _settings(connection: ASGIConnection[Any, Any, Any, Any]) -> Settings:
-    settings: Settings = connection.app.state.settings
-    return settings
+def _matches(token: bytes, expected: bytes) -> bool:
+    return bool(expected) and hmac.compare_digest(token, expected)
 
 
-def require_gateway(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Data plane: any gateway token, or the admin token."""
-    token = _presented_token(connection)
-    settings = _settings(connection)
-    # Compare against every token so the time taken does not reveal which one matched.
-    matched = [_matches(token, expected) for expected in (*settings.gateway_tokens, settings.admin_token)]
-    if not any(matched):
-        raise NotAuthorizedException("unknown token")
+class BearerAuthMiddleware:
+    """Refuses a request to /v1/ without the right token with a 401 or 403 problem."""
+
+    def __init__(self, app: ASGIApp, gateway_tokens: Sequence[str], admin_token: str) -> None:
+        self.app = app
+        self.gateway_tokens = [token.encode() for token in gateway_tokens]
+        self.admin_token = admin_token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP:
+            needed = required_scope(scope["path"])
+            if needed is not None:
+                refusal = self.refusal(scope, needed)
+                if refusal is not None:
+                    await _send_problem(send, *refusal)
+                    return
+        await self.app(scope, receive, send)
+
+    def refusal(self, scope: Scope, needed: str) -> tuple[int, str, str] | None:
+        """(status, kind, detail) when the request may not pass, else None."""
+        header = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                header = value
+                break
+        scheme, _, token = header.partition(b" ")
+        token = token.strip()
+        if scheme.lower() != b"bearer" or not token:
+            return 401, "unauthorized", "send Authorization: Bearer <token>"
+        if _matches(token, self.admin_token):
+            return None
+        # Compare against every gateway token so the time taken does not reveal which one matched.
+        gateway = any([_matches(token, expected) for expected in self.gateway_tokens])
+        if not gateway:
+            return 401, "unauthorized", "unknown token"
+        if needed == "admin":
+            return 403, "forbidden", "a gateway token may not use the control plane"
+        return None
 
 
-def require_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Control plane: the admin token only."""
-    token = _presented_token(connection)
-    settings = _settings(connection)
-    if _matches(token, settings.admin_token):
-        return
-    if any([_matches(token, expected) for expected in settings.gateway_tokens]):
-        raise PermissionDeniedException("a gateway token may not use the control plane")
-    raise NotAuthorizedException("unknown token")
+async def _send_problem(send: Send, status: int, kind: str, detail: str) -> None:
+    body = encode_problem(status, kind, detail)
+    headers: list[tuple[bytes, bytes]] = [
+        (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    start: Any = {"type": "http.response.start", "status": status, "headers": headers}
+    await send(start)
+    await send({"type": "http.response.body", "body": body, "more_body": False})

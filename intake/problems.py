@@ -64,12 +64,16 @@ class ProblemError(Exception):
 _problem_encoder = msgspec.json.Encoder()
 
 
+def encode_problem(status: int, kind: str, detail: str | None = None, **extensions: Any) -> bytes:
+    problem = Problem(type=PROBLEM_BASE + kind, title=TITLES[kind], status=status, detail=detail, **extensions)
+    return _problem_encoder.encode(problem)
+
+
 def problem_response(
     status: int, kind: str, detail: str | None = None, headers: dict[str, str] | None = None, **extensions: Any
 ) -> Response[bytes]:
-    problem = Problem(type=PROBLEM_BASE + kind, title=TITLES[kind], status=status, detail=detail, **extensions)
     return Response(
-        content=_problem_encoder.encode(problem),
+        content=encode_problem(status, kind, detail, **extensions),
         status_code=status,
         media_type=PROBLEM_MEDIA_TYPE,
         headers=headers,

@@ -7,7 +7,7 @@ not the first order.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 
 SCRIPT_NAMES = ("reserve", "cancel", "pay", "stock_adjust", "stock_transfer", "config_put")
@@ -17,10 +17,10 @@ SCRIPT_NAMES = ("reserve", "cancel", "pay", "stock_adjust", "stock_transfer", "c
 class Script:
     name: str
     source: str
+    sha: str = field(init=False)
 
-    @property
-    def sha(self) -> str:
-        return hashlib.sha1(self.source.encode()).hexdigest()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
 
 def read_scripts() -> dict[str, Script]:

@@ -70,8 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_migrate(settings: Settings) -> int:
     from persistence.database import migrate
 
-    _, database_url = require_services(settings)
-    applied = asyncio.run(migrate(database_url))
+    if settings.database_url is None:
+        raise SettingsError("DATABASE_URL must be set")
+    applied = asyncio.run(migrate(settings.database_url))
     print(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
     return 0
 

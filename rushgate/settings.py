@@ -39,7 +39,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     stream_length_max: Annotated[int, msgspec.Meta(ge=1000, le=100_000_000)] = 2_000_000
     redis_pool_size_max: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 128
     redis_timeout_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 2000
-    database_pool_size_max: Annotated[int, msgspec.Meta(ge=1, le=256)] = 4
 
     persister_batch_size_max: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
     persister_block_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 200

@@ -97,7 +97,6 @@ def test_variables_outside_the_settings_are_ignored() -> None:
         ("RUSHGATE_STREAM_LENGTH_MAX", "5000", "stream_length_max", 5000),
         ("RUSHGATE_REDIS_POOL_SIZE_MAX", "16", "redis_pool_size_max", 16),
         ("RUSHGATE_REDIS_TIMEOUT_MS", "250", "redis_timeout_ms", 250),
-        ("RUSHGATE_DATABASE_POOL_SIZE_MAX", "2", "database_pool_size_max", 2),
         ("RUSHGATE_PERSISTER_BATCH_SIZE_MAX", "50", "persister_batch_size_max", 50),
         ("RUSHGATE_PERSISTER_BLOCK_MS", "10", "persister_block_ms", 10),
         ("RUSHGATE_PERSISTER_CLAIM_IDLE_MS", "500", "persister_claim_idle_ms", 500),
