@@ -13,9 +13,10 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from intake.auth import BearerAuthMiddleware
-from intake.controllers import CatalogController, HealthController, OrderController
+from intake.controllers import BatchController, CatalogController, HealthController, OrderController
 from intake.problems import EXCEPTION_HANDLERS
 from intake.service import CatalogService, Clock, OrderService, wall_clock_ms
+from reservation.sold_out import SoldOutFlags
 from reservation.store import RedisStore, connect
 from rushgate.settings import Settings
 
@@ -35,6 +36,10 @@ def create_app(
     """An app for these settings; Redis (and the database probe) open in its lifespan."""
     assert settings.redis_url is not None, "the API needs REDIS_URL"
 
+    batch_controller = type(
+        "BatchController", (BatchController,), {"request_max_body_size": settings.batch_body_bytes_max}
+    )
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         client = connect(
@@ -43,20 +48,30 @@ def create_app(
         try:
             store = RedisStore(client)
             await store.load_scripts()
-            app.state.order_service = OrderService(store, settings, clock)
+            sold_out = SoldOutFlags(store, refresh_ms=settings.sold_out_refresh_ms)
+            await sold_out.refresh()
+            stop = asyncio.Event()
+            refresher = asyncio.create_task(sold_out.run(stop))
+            orders = OrderService(store, settings, clock, sold_out)
+            app.state.order_service = orders
             app.state.catalog_service = CatalogService(store, clock)
-            if database_check is None:
-                app.state.readiness = _readiness(store, None)
-                yield
-            else:
-                async with database_check() as check:
-                    app.state.readiness = _readiness(store, check)
+            try:
+                if database_check is None:
+                    app.state.readiness = _readiness(store, None)
                     yield
+                else:
+                    async with database_check() as check:
+                        app.state.readiness = _readiness(store, check)
+                        yield
+            finally:
+                stop.set()
+                await refresher
+                await orders.close()
         finally:
             await client.aclose()
 
     return Litestar(
-        route_handlers=[OrderController, CatalogController, HealthController],
+        route_handlers=[OrderController, batch_controller, CatalogController, HealthController],
         lifespan=[lifespan],
         middleware=[
             DefineMiddleware(

@@ -6,12 +6,16 @@ import re
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post, put
-from litestar.params import HeaderParameter, JSONBody, Parameter
+from litestar.params import Body, HeaderParameter, JSONBody, Parameter
 
-from intake.problems import ProblemError
+from intake.codec import StrictBody, encoded_response
+from intake.problems import ProblemError, as_problem
 from intake.schemas import (
     IDEMPOTENCY_KEY_PATTERN,
     AdjustmentIn,
+    BatchIn,
+    BatchOut,
+    BatchResultOut,
     BlockIn,
     BlockOut,
     CancelIn,
@@ -31,7 +35,7 @@ from intake.schemas import (
     WarehouseIn,
     WarehouseOut,
 )
-from intake.service import CatalogService, OrderService
+from intake.service import CatalogService, OrderService, Placed
 from intake.views import order_out
 
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
@@ -53,11 +57,19 @@ class OrderController(Controller):
     path = "/v1/orders"
     tags = ("orders",)
 
-    @post("/", operation_id="createOrder", status_code=201, summary="Hold stock for an order")
+    @post(
+        "/",
+        operation_id="createOrder",
+        status_code=201,
+        summary="Hold stock for an order",
+        description="Body and response in JSON or MessagePack (Content-Type / Accept: application/msgpack).",
+        dto=StrictBody[OrderIn],
+        return_dto=None,
+    )
     async def create_order(
         self,
         request: Request[Any, Any, Any],
-        data: JSONBody[OrderIn],
+        data: Annotated[OrderIn, Body(description="an order (JSON or MessagePack)")],
         idempotency_key: Annotated[
             str | None, HeaderParameter(name="Idempotency-Key", description="required; 1-128 printable ASCII")
         ] = None,
@@ -66,9 +78,11 @@ class OrderController(Controller):
             raise ProblemError(400, "invalid-request", "the Idempotency-Key header is required")
         if not _IDEMPOTENCY_KEY.match(idempotency_key):
             raise ProblemError(400, "invalid-request", "Idempotency-Key must be 1-128 printable ASCII characters")
-        created, order = await _orders(request).place(data, idempotency_key)
-        headers = {} if created else {"Idempotent-Replayed": "true"}
-        return Response(order_out(order), status_code=201, headers=headers)
+        placed = await _orders(request).place(data, idempotency_key)
+        response = encoded_response(request, order_out(placed.order), 201)
+        if not placed.created:
+            response.headers["Idempotent-Replayed"] = "true"
+        return response
 
     @get("/{order_id:str}", operation_id="getOrder", summary="Current state of an order")
     async def get_order(self, request: Request[Any, Any, Any], order_id: PathId) -> OrderOut:
@@ -84,6 +98,34 @@ class OrderController(Controller):
     @post("/{order_id:str}/payment", operation_id="payOrder", status_code=200, summary="Record a payment")
     async def pay_order(self, request: Request[Any, Any, Any], order_id: PathId, data: JSONBody[PaymentIn]) -> OrderOut:
         return order_out(await _orders(request).pay(order_id, data))
+
+
+class BatchController(Controller):
+    """Many orders in one request; its body limit is set per app (RUSHGATE_BATCH_BODY_BYTES_MAX)."""
+
+    path = "/v1/orders:batch"
+    tags = ("orders",)
+
+    @post(
+        "/",
+        operation_id="createOrders",
+        status_code=200,
+        summary="Hold stock for up to 1000 orders, each with its own idempotency key",
+        description="One result per order, in order: {status: 201, order} or {status, problem}. JSON or MessagePack.",
+        dto=StrictBody[BatchIn],
+        return_dto=None,
+    )
+    async def create_orders(
+        self, request: Request[Any, Any, Any], data: Annotated[BatchIn, Body(description="up to 1000 orders")]
+    ) -> Response[BatchOut]:
+        outcomes = await _orders(request).place_batch([(order.idempotency_key, order) for order in data.orders])
+        results = [
+            BatchResultOut(201, order=order_out(outcome.order))
+            if isinstance(outcome, Placed)
+            else BatchResultOut(outcome.status, problem=as_problem(outcome))
+            for outcome in outcomes
+        ]
+        return encoded_response(request, BatchOut(results), 200)
 
 
 class CatalogController(Controller):

@@ -30,6 +30,7 @@ TITLES = {
     "not-found": "Not found",
     "method-not-allowed": "Method not allowed",
     "payload-too-large": "The request body is too large",
+    "unsupported-media-type": "The request body must be JSON or MessagePack",
     "sold-out": "Sold out",
     "purchase-limit": "Purchase limit reached",
     "sale-not-open": "The sale is not open",
@@ -64,9 +65,16 @@ class ProblemError(Exception):
 _problem_encoder = msgspec.json.Encoder()
 
 
+def make_problem(status: int, kind: str, detail: str | None = None, **extensions: Any) -> Problem:
+    return Problem(type=PROBLEM_BASE + kind, title=TITLES[kind], status=status, detail=detail, **extensions)
+
+
+def as_problem(error: ProblemError) -> Problem:
+    return make_problem(error.status, error.kind, error.detail, **error.extensions)
+
+
 def encode_problem(status: int, kind: str, detail: str | None = None, **extensions: Any) -> bytes:
-    problem = Problem(type=PROBLEM_BASE + kind, title=TITLES[kind], status=status, detail=detail, **extensions)
-    return _problem_encoder.encode(problem)
+    return _problem_encoder.encode(make_problem(status, kind, detail, **extensions))
 
 
 def problem_response(
@@ -101,6 +109,7 @@ _KIND_BY_STATUS = {
     404: "not-found",
     405: "method-not-allowed",
     413: "payload-too-large",
+    415: "unsupported-media-type",
 }
 
 

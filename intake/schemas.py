@@ -14,6 +14,7 @@ import msgspec
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,128}$"
 ORDER_ITEMS_MAX = 50
+BATCH_ORDERS_MAX = 1000
 QTY_MAX = 10_000
 PRICE_MAX = 10_000_000_000  # keeps every order total exact in Lua's doubles (< 2**53)
 STOCK_MAX = 1_000_000_000
@@ -22,6 +23,20 @@ Identifier = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, description="1-64 o
 Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")]
 Qty = Annotated[int, msgspec.Meta(ge=1, le=QTY_MAX)]
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
+    """RFC 9457 problem details, with the extension members rushgate uses."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    sku: str | None = None
+    order_id: str | None = None
+    current_on_hand: int | None = None
+    errors: list[str] | None = None
 
 
 class RequestBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -39,6 +54,16 @@ class OrderIn(RequestBody):
     order_type: Literal["flash", "normal"]
     items: Annotated[list[OrderItemIn], msgspec.Meta(min_length=1, max_length=ORDER_ITEMS_MAX)]
     allow_split: bool = False
+
+
+class BatchOrderIn(OrderIn, kw_only=True):
+    """One order of a batch, with its own idempotency key."""
+
+    idempotency_key: Annotated[str, msgspec.Meta(pattern=IDEMPOTENCY_KEY_PATTERN)]
+
+
+class BatchIn(RequestBody):
+    orders: Annotated[list[BatchOrderIn], msgspec.Meta(min_length=1, max_length=BATCH_ORDERS_MAX)]
 
 
 class PaymentIn(RequestBody):
@@ -96,6 +121,18 @@ class OrderOut(msgspec.Struct, frozen=True, omit_defaults=True):
     cancel_reason: Literal["customer", "merchant", "payment_timeout"] | None = None
     payment: PaymentOut | None = None
     refund: RefundOut | None = None
+
+
+class BatchResultOut(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Outcome of one order of a batch: its status code and either the order or a problem."""
+
+    status: int
+    order: OrderOut | None = None
+    problem: Problem | None = None
+
+
+class BatchOut(msgspec.Struct, frozen=True):
+    results: list[BatchResultOut]
 
 
 class WarehouseIn(RequestBody):
@@ -190,17 +227,3 @@ class BlockOut(msgspec.Struct, frozen=True):
 class HealthOut(msgspec.Struct, frozen=True):
     status: str
     checks: dict[str, str] = {}
-
-
-class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
-    """RFC 9457 problem details, with the extension members rushgate uses."""
-
-    type: str
-    title: str
-    status: int
-    detail: str | None = None
-    instance: str | None = None
-    sku: str | None = None
-    order_id: str | None = None
-    current_on_hand: int | None = None
-    errors: list[str] | None = None

@@ -6,11 +6,13 @@ returns is mapped here to a result or a problem, in one place.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import msgspec
 
@@ -33,9 +35,11 @@ from intake.schemas import (
     WarehouseIn,
     WarehouseOut,
 )
+from reservation.coalescer import Coalescer
 from reservation.outcomes import CancelCode, PayCode, ReserveCode, StockCode, TransferCode
 from reservation.records import CustomerBlock, DispatchPut, OrderRecord, SkuPut, WarehousePut
-from reservation.store import OrderRequest, RedisStore, StockLevels
+from reservation.sold_out import SoldOutFlags
+from reservation.store import OrderRequest, RedisStore, ReserveResult, StockLevels
 from rushgate.settings import Settings
 
 Clock = Callable[[], int]
@@ -111,13 +115,47 @@ def _levels_out(warehouse_id: str, levels: StockLevels) -> StockLevelOut:
     return StockLevelOut(warehouse_id, levels.on_hand, levels.available, levels.reserved, levels.committed)
 
 
-class OrderService:
-    """Order intake, payment and cancellation."""
+class Placed(NamedTuple):
+    """An order held (created) or replayed from its idempotency record."""
 
-    def __init__(self, store: RedisStore, settings: Settings, clock: Clock = wall_clock_ms) -> None:
+    created: bool
+    order: OrderRecord
+
+
+def _placed(result: ReserveResult) -> Placed:
+    if result.code in (ReserveCode.ACCEPTED, ReserveCode.REPLAYED):
+        assert result.order is not None, "an accepted order has a document"
+        return Placed(result.code is ReserveCode.ACCEPTED, result.order)
+    raise _reserve_problem(result.code, result.detail)
+
+
+class OrderService:
+    """Order intake, payment and cancellation.
+
+    Single orders go through a coalescer, so concurrent requests share script calls;
+    with sold-out flags, an order naming a flagged SKU is refused without calling
+    the reserve script — unless its idempotency key exists, since a retried order
+    must be replayed, never refused.
+    """
+
+    def __init__(
+        self,
+        store: RedisStore,
+        settings: Settings,
+        clock: Clock = wall_clock_ms,
+        sold_out: SoldOutFlags | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
+        self.sold_out = sold_out
+        bounds = {
+            "batch_size_max": settings.coalesce_batch_size_max,
+            "calls_in_flight_max": settings.coalesce_calls_in_flight_max,
+            "wait_us_max": settings.coalesce_wait_us_max,
+        }
+        self.reservations: Coalescer[OrderRequest, ReserveResult] = Coalescer(self.reserve_now, **bounds)
+        self.known_keys: Coalescer[str, bool] = Coalescer(store.idempotency_keys_exist, **bounds)
 
     def hold_ttl_ms(self, order_type: str) -> int:
         if order_type == "flash":
@@ -140,20 +178,60 @@ class OrderService:
             items=tuple((item.sku, item.qty) for item in order.items),
         )
 
-    async def place(self, order: OrderIn, idempotency_key: str) -> tuple[bool, OrderRecord]:
-        """Hold stock for one order. Returns (created, order); a refusal raises ProblemError."""
-        now_ms = self.clock()
-        request = self.to_request(order, idempotency_key, now_ms)
-        (result,) = await self.store.reserve(
-            [request],
-            now_ms=now_ms,
+    async def reserve_now(self, requests: Sequence[OrderRequest]) -> list[ReserveResult]:
+        """One script call deciding every request, on the clock as it is now."""
+        return await self.store.reserve(
+            requests,
+            now_ms=self.clock(),
             stream_length_max=self.settings.stream_length_max,
             idempotency_ttl_ms=self.settings.idempotency_ttl_ms,
         )
-        if result.code in (ReserveCode.ACCEPTED, ReserveCode.REPLAYED):
-            assert result.order is not None, "an accepted order has a document"
-            return result.code is ReserveCode.ACCEPTED, result.order
-        raise _reserve_problem(result.code, result.detail)
+
+    def _flagged_sku(self, request: OrderRequest) -> str | None:
+        if self.sold_out is None:
+            return None
+        return self.sold_out.first_sold_out(sku for sku, _ in request.items)
+
+    async def place(self, order: OrderIn, idempotency_key: str) -> Placed:
+        """Hold stock for one order; a refusal raises ProblemError."""
+        request = self.to_request(order, idempotency_key, self.clock())
+        flagged = self._flagged_sku(request)
+        if flagged is not None and not await self.known_keys.submit(idempotency_key):
+            raise _reserve_problem(ReserveCode.SOLD_OUT, flagged)
+        return _placed(await self.reservations.submit(request))
+
+    async def place_batch(self, orders: Sequence[tuple[str, OrderIn]]) -> list[Placed | ProblemError]:
+        """Decide many orders, each on its own; one outcome per order, in order."""
+        now_ms = self.clock()
+        outcomes: list[Placed | ProblemError | None] = [None] * len(orders)
+        pending: list[tuple[int, OrderRequest]] = []
+        for index, (idempotency_key, order) in enumerate(orders):
+            try:
+                pending.append((index, self.to_request(order, idempotency_key, now_ms)))
+            except ProblemError as problem:
+                outcomes[index] = problem
+        flagged = [(index, request, sku) for index, request in pending if (sku := self._flagged_sku(request))]
+        if flagged:
+            known = await self.store.idempotency_keys_exist([request.idempotency_key for _, request, _ in flagged])
+            for (index, _, sku), exists in zip(flagged, known, strict=True):
+                if not exists:
+                    outcomes[index] = _reserve_problem(ReserveCode.SOLD_OUT, sku)
+            pending = [(index, request) for index, request in pending if outcomes[index] is None]
+        size = self.settings.coalesce_batch_size_max
+        chunks = [pending[start : start + size] for start in range(0, len(pending), size)]
+        decided = await asyncio.gather(*(self.reserve_now([request for _, request in chunk]) for chunk in chunks))
+        for chunk, results in zip(chunks, decided, strict=True):
+            for (index, _), result in zip(chunk, results, strict=True):
+                try:
+                    outcomes[index] = _placed(result)
+                except ProblemError as problem:
+                    outcomes[index] = problem
+        assert all(outcome is not None for outcome in outcomes)
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    async def close(self) -> None:
+        await self.reservations.close()
+        await self.known_keys.close()
 
     async def get(self, order_id: str) -> OrderRecord:
         order = await self.store.get_order(order_id)
@@ -265,6 +343,7 @@ class CatalogService:
             event_data=event,
             now_ms=self.clock(),
         )
+        await self.store.clear_sold_out(sku)  # a lower safety stock can make units sellable again
         return await self.get_sku(sku)
 
     async def get_sku(self, sku: str) -> SkuOut:

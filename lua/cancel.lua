@@ -9,7 +9,8 @@ changes nothing.
 
 KEYS[1]  event stream of the partition
 KEYS[2]  expiry sorted set of the partition
-KEYS[3…] keys the orders below name by index (order, customer counters, SKU stock)
+KEYS[3]  sold-out set of the partition: released SKUs leave it
+KEYS[4…] keys the orders below name by index (order, customer counters, SKU stock)
 
 ARGV[1]  now_ms
 ARGV[2]  order count N, then N orders, each:
@@ -28,7 +29,7 @@ local CODE_CANCELLED, CODE_ALREADY, CODE_NOT_DUE, CODE_NOT_FOUND, CODE_NOT_CANCE
 local STATUS, CUSTOMER, EXPIRES, LINES, REASON = 2, 3, 7, 10, 11
 local PAID_AMOUNT, REFUND_STATUS, REFUND_AMOUNT, VERSION, UPDATED = 13, 16, 17, 18, 19
 
-local stream_key, expiry_key = KEYS[1], KEYS[2]
+local stream_key, expiry_key, sold_out_key = KEYS[1], KEYS[2], KEYS[3]
 local now_ms = tonumber(ARGV[1])
 local order_count = tonumber(ARGV[2])
 if not now_ms or not order_count then return redis.error_reply('ERR cancel: malformed header') end
@@ -75,6 +76,7 @@ local function release(order)
     redis.call('HINCRBY', stock_key, held_field .. warehouse, -qty)
     redis.call('HINCRBY', stock_key, 'a:' .. warehouse, qty)
     redis.call('HINCRBY', KEYS[order.counter_index], sku, -qty)
+    redis.call('SREM', sold_out_key, sku)
     if paid then
       movements[#movements + 1] = {sku, warehouse, 'release', qty, qty, 0, -qty, 0}
     else

@@ -14,7 +14,8 @@ KEYS[1]  event stream of the partition
 KEYS[2]  expiry sorted set of the partition (score = deadline ms, member = order id)
 KEYS[3]  dispatch hash (field region -> comma-separated warehouse ids in priority order)
 KEYS[4]  blocklist hash (field customer id -> reason)
-KEYS[5…] the keys the orders below name by index (idempotency, order, customer
+KEYS[5]  sold-out set of the partition: SKUs with no sellable unit in any warehouse
+KEYS[6…] the keys the orders below name by index (idempotency, order, customer
          counters, SKU config, SKU stock)
 
 ARGV[1]  now_ms
@@ -54,7 +55,7 @@ local CODE_ACCEPTED, CODE_REPLAYED, CODE_SOLD_OUT, CODE_LIMIT = 1, 2, 3, 4
 local CODE_NOT_OPEN, CODE_BLOCKED, CODE_KEY_REUSED, CODE_UNKNOWN_SKU = 5, 6, 7, 8
 local CODE_UNKNOWN_REGION, CODE_BACKLOG_FULL, CODE_MIXED_CURRENCY = 9, 10, 11
 
-local stream_key, expiry_key, dispatch_key, blocklist_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local stream_key, expiry_key, dispatch_key, blocklist_key, sold_out_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now_ms = tonumber(ARGV[1])
 local stream_length_max = tonumber(ARGV[2])
 local idempotency_ttl_ms = tonumber(ARGV[3])
@@ -65,6 +66,16 @@ end
 
 local function int(value)
   return string.format('%d', value)
+end
+
+-- Flag the SKU when no warehouse at all has a sellable unit left. The flag lets every
+-- worker refuse at once without calling Redis; anything that adds stock clears it.
+local function flag_if_sold_out(sku, stock_key, safety)
+  local fields = redis.call('HGETALL', stock_key)
+  for index = 1, #fields, 2 do
+    if string.sub(fields[index], 1, 2) == 'a:' and tonumber(fields[index + 1]) - safety > 0 then return end
+  end
+  redis.call('SADD', sold_out_key, sku)
 end
 
 -- Read every line's config and plan its allocation without writing anything.
@@ -109,11 +120,14 @@ local function plan_order(order, warehouses)
           if gathered == line.qty then break end
         end
       end
-      if gathered < line.qty then return nil, {CODE_SOLD_OUT, line.sku} end
+      if gathered < line.qty then
+        flag_if_sold_out(line.sku, stock_key, safety)
+        return nil, {CODE_SOLD_OUT, line.sku}
+      end
       pieces = split
     end
     for _, piece in ipairs(pieces) do
-      plan[#plan + 1] = {line.sku, piece[1], piece[2], price, config[3], stock_key}
+      plan[#plan + 1] = {line.sku, piece[1], piece[2], price, config[3], stock_key, safety}
     end
     total = total + price * line.qty
   end
@@ -124,8 +138,9 @@ local function hold_order(order, plan)
   local lines, movements = {}, {}
   for _, piece in ipairs(plan.pieces) do
     local sku, warehouse, qty, stock_key = piece[1], piece[2], piece[3], piece[6]
-    redis.call('HINCRBY', stock_key, 'a:' .. warehouse, -qty)
+    local left = redis.call('HINCRBY', stock_key, 'a:' .. warehouse, -qty)
     redis.call('HINCRBY', stock_key, 'r:' .. warehouse, qty)
+    if left - piece[7] <= 0 then flag_if_sold_out(sku, stock_key, piece[7]) end
     lines[#lines + 1] = {sku, warehouse, qty, piece[4], piece[5]}
     movements[#movements + 1] = {sku, warehouse, 'reserve', qty, -qty, qty, 0, 0}
   end

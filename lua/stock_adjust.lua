@@ -10,6 +10,7 @@ KEYS[1]  event stream of the partition
 KEYS[2]  stock hash of the SKU
 KEYS[3]  SKU config hash
 KEYS[4]  warehouses hash (field warehouse id -> region)
+KEYS[5]  sold-out set of the partition: the SKU leaves it when units are added or moved
 
 ARGV[1]  now_ms
 ARGV[2]  mode: "set" | "delta"
@@ -29,7 +30,7 @@ Event: k stock_changed, d {request_id, reason, movements}, t now_ms.
 ]]
 
 local CODE_CHANGED, CODE_UNKNOWN_SKU, CODE_UNKNOWN_WAREHOUSE, CODE_CONFLICT, CODE_BELOW_HELD = 1, 2, 3, 4, 5
-local stream_key, stock_key, config_key, warehouses_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local stream_key, stock_key, config_key, warehouses_key, sold_out_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now_ms, mode, sku, warehouse = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 local value, expected = tonumber(ARGV[5]), ARGV[6]
 if not now_ms or not value or (mode ~= 'set' and mode ~= 'delta') then
@@ -57,6 +58,7 @@ end
 
 redis.call('HINCRBY', stock_key, 'a:' .. warehouse, delta)
 redis.call('HINCRBY', stock_key, 'h:' .. warehouse, delta)
+if delta > 0 then redis.call('SREM', sold_out_key, sku) end
 redis.call('HSETNX', stock_key, 'r:' .. warehouse, 0)
 redis.call('HSETNX', stock_key, 'c:' .. warehouse, 0)
 local movements = {{sku, warehouse, 'adjust', math.abs(delta), delta, 0, 0, delta}}

@@ -5,6 +5,7 @@ KEYS[1]  event stream of the partition
 KEYS[2]  stock hash of the SKU
 KEYS[3]  SKU config hash
 KEYS[4]  warehouses hash (field warehouse id -> region)
+KEYS[5]  sold-out set of the partition: the SKU leaves it when units are added or moved
 
 ARGV[1]  now_ms
 ARGV[2]  sku
@@ -20,7 +21,7 @@ Event: k stock_changed, d {request_id, "transfer", movements}, t now_ms.
 ]]
 
 local CODE_MOVED, CODE_UNKNOWN_SKU, CODE_UNKNOWN_WAREHOUSE, CODE_INSUFFICIENT = 1, 2, 3, 4
-local stream_key, stock_key, config_key, warehouses_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local stream_key, stock_key, config_key, warehouses_key, sold_out_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now_ms, sku, source, target = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 local qty = tonumber(ARGV[5])
 if not now_ms or not qty or qty < 1 or source == target then
@@ -42,6 +43,7 @@ redis.call('HINCRBY', stock_key, 'a:' .. source, -qty)
 redis.call('HINCRBY', stock_key, 'h:' .. source, -qty)
 redis.call('HINCRBY', stock_key, 'a:' .. target, qty)
 redis.call('HINCRBY', stock_key, 'h:' .. target, qty)
+redis.call('SREM', sold_out_key, sku)
 local movements = {{sku, source, 'transfer', qty, -qty, 0, 0, -qty}, {sku, target, 'transfer', qty, qty, 0, 0, qty}}
 redis.call('XADD', stream_key, '*', 'k', 'stock_changed',
   'd', cmsgpack.pack({ARGV[6], 'transfer', movements}), 't', string.format('%d', now_ms))

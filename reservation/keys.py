@@ -52,6 +52,10 @@ class PartitionKeys:
         return f"{self.tag}:blocklist"
 
     @property
+    def sold_out(self) -> str:
+        return f"{self.tag}:sold-out"
+
+    @property
     def sweeper_lock(self) -> str:
         return f"{self.tag}:sweeper-lock"
 

@@ -10,7 +10,15 @@ import hashlib
 from dataclasses import dataclass, field
 from importlib import resources
 
-SCRIPT_NAMES = ("reserve", "cancel", "pay", "stock_adjust", "stock_transfer", "config_put")
+SCRIPT_NAMES = (
+    "reserve",
+    "cancel",
+    "pay",
+    "stock_adjust",
+    "stock_transfer",
+    "config_put",
+    "keys_exist",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,7 +121,7 @@ class RedisStore:
     ) -> list[ReserveResult]:
         """Decide every order in one call; each is held all-or-nothing on its own."""
         keys = self.keys
-        table = KeyTable([keys.stream, keys.expiry, keys.dispatch, keys.blocklist])
+        table = KeyTable([keys.stream, keys.expiry, keys.dispatch, keys.blocklist, keys.sold_out])
         args: list[Any] = [now_ms, stream_length_max, idempotency_ttl_ms, len(orders)]
         for order in orders:
             args += [
@@ -151,6 +151,18 @@ class RedisStore:
                 results.append(ReserveResult(code, None, detail.decode()))
         return results
 
+    async def idempotency_keys_exist(self, idempotency_keys: Sequence[str]) -> list[bool]:
+        """Which keys already hold an idempotency record, in one call."""
+        keys = [self.keys.idempotency(key) for key in idempotency_keys]
+        return [bool(found) for found in await self._call("keys_exist", keys, [])]
+
+    async def sold_out_skus(self) -> frozenset[str]:
+        """SKUs flagged as having no sellable unit in any warehouse."""
+        return frozenset(member.decode() for member in await self.client.smembers(self.keys.sold_out))
+
+    async def clear_sold_out(self, sku: str) -> None:
+        await self.client.srem(self.keys.sold_out, sku)
+
     async def get_order(self, order_id: str) -> OrderRecord | None:
         packed = await self.client.get(self.keys.order(order_id))
         return _decode_order(packed) if packed else None
@@ -166,7 +178,7 @@ class RedisStore:
     ) -> list[OrderChange]:
         """Cancel orders read earlier (their SKU set never changes after intake)."""
         keys = self.keys
-        table = KeyTable([keys.stream, keys.expiry])
+        table = KeyTable([keys.stream, keys.expiry, keys.sold_out])
         args: list[Any] = [now_ms, len(orders)]
         for order in orders:
             skus = order.skus
@@ -226,7 +238,7 @@ class RedisStore:
         now_ms: int,
     ) -> tuple[StockCode, StockLevels]:
         keys = self.keys
-        script_keys = [keys.stream, keys.stock(sku), keys.sku_config(sku), keys.warehouses]
+        script_keys = [keys.stream, keys.stock(sku), keys.sku_config(sku), keys.warehouses, keys.sold_out]
         expected = "" if expected_on_hand is None else expected_on_hand
         args = [now_ms, mode, sku, warehouse_id, value, expected, reason, request_id]
         code, available, reserved, committed, on_hand = await self._call("stock_adjust", script_keys, args)
@@ -236,7 +248,7 @@ class RedisStore:
         self, *, sku: str, source: str, target: str, qty: int, request_id: str, now_ms: int
     ) -> tuple[TransferCode, int]:
         keys = self.keys
-        script_keys = [keys.stream, keys.stock(sku), keys.sku_config(sku), keys.warehouses]
+        script_keys = [keys.stream, keys.stock(sku), keys.sku_config(sku), keys.warehouses, keys.sold_out]
         code, available = await self._call(
             "stock_transfer", script_keys, [now_ms, sku, source, target, qty, request_id]
         )

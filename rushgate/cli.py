@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--workers", type=int, default=None)
+    serve.add_argument("--server", choices=["uvicorn", "granian"], default=None, help="ASGI server (default uvicorn)")
 
     commands.add_parser("persister", help="stream -> Postgres writer")
     commands.add_parser("sweeper", help="releases expired holds")
@@ -49,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "RUSHGATE_HOST": getattr(arguments, "host", None),
         "RUSHGATE_PORT": getattr(arguments, "port", None),
         "RUSHGATE_WORKERS": getattr(arguments, "workers", None),
+        "RUSHGATE_SERVER": getattr(arguments, "server", None),
     }
     environ = dict(os.environ)
     environ.update({name: str(value) for name, value in overrides.items() if value is not None})
@@ -77,15 +79,35 @@ def run_migrate(settings: Settings) -> int:
     return 0
 
 
-def run_serve(settings: Settings, environ: dict[str, str]) -> int:
-    import uvicorn
+APP_FACTORY = "rushgate.asgi:create_app_from_environment"
 
+
+def run_serve(settings: Settings, environ: dict[str, str]) -> int:
     require_services(settings)
     if not settings.admin_token and not settings.gateway_tokens:
         raise SettingsError("set RUSHGATE_ADMIN_TOKEN and RUSHGATE_GATEWAY_TOKEN (or use `rushgate up`)")
     os.environ.update(environ)  # worker processes read their settings from the environment
+    if settings.server == "granian":
+        from granian import Granian
+        from granian.constants import HTTPModes, Interfaces, Loops
+
+        Granian(
+            APP_FACTORY,
+            factory=True,
+            address=settings.host,
+            port=settings.port,
+            interface=Interfaces.ASGI,
+            workers=settings.workers,
+            loop=Loops.uvloop,
+            http=HTTPModes.http1,
+            backlog=4096,
+            log_access=False,
+        ).serve()
+        return 0
+    import uvicorn
+
     uvicorn.run(
-        "rushgate.asgi:create_app_from_environment",
+        APP_FACTORY,
         factory=True,
         host=settings.host,
         port=settings.port,

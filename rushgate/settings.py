@@ -35,7 +35,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     normal_hold_ttl_s: Annotated[int, msgspec.Meta(ge=1, le=30 * 86400)] = 86400
     idempotency_ttl_s: Annotated[int, msgspec.Meta(ge=60, le=30 * 86400)] = 86400
 
+    server: Literal["uvicorn", "granian"] = "uvicorn"
+
     request_body_bytes_max: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+    batch_body_bytes_max: Annotated[int, msgspec.Meta(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    coalesce_batch_size_max: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 128
+    coalesce_wait_us_max: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 2000
+    coalesce_calls_in_flight_max: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
+    sold_out_refresh_ms: Annotated[int, msgspec.Meta(ge=5, le=1000)] = 50
     stream_length_max: Annotated[int, msgspec.Meta(ge=1000, le=100_000_000)] = 2_000_000
     redis_pool_size_max: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 128
     redis_timeout_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 2000

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 import pytest
 from httpx import ASGITransport, AsyncClient
+from litestar import Litestar
 
 from intake.app import create_app
 from intake.service import CatalogService, OrderService
@@ -124,25 +125,31 @@ def catalog(store: RedisStore, clock: ManualClock) -> CatalogService:
 
 
 @pytest.fixture
-async def http(store: RedisStore, settings: Settings, clock: ManualClock) -> AsyncIterator[AsyncClient]:
-    """The real app in-process over ASGI, with the explicit clock, against the same Redis."""
-    app = create_app(settings, clock=clock)
+async def app(store: RedisStore, settings: Settings, clock: ManualClock) -> AsyncIterator[Litestar]:
+    """The real app with its lifespan running, on the explicit clock, against the same Redis."""
+    application = create_app(settings, clock=clock)
     started, finished = asyncio.Event(), asyncio.Event()
 
     async def run_lifespan() -> None:
         # The lifespan must be entered and left in one task (anyio cancel scopes).
-        async with app.lifespan():
+        async with application.lifespan():
             started.set()
             await finished.wait()
 
     lifespan = asyncio.create_task(run_lifespan())
     await asyncio.wait_for(started.wait(), 30)
     try:
-        async with AsyncClient(transport=ASGITransport(app=app), base_url="http://rushgate") as client:
-            yield client
+        yield application
     finally:
         finished.set()
         await lifespan
+
+
+@pytest.fixture
+async def http(app: Litestar) -> AsyncIterator[AsyncClient]:
+    """An HTTP client for the app, in-process over ASGI."""
+    async with AsyncClient(transport=ASGITransport(app=app), base_url="http://rushgate") as client:
+        yield client
 
 
 def admin_headers() -> dict[str, str]:

@@ -1,0 +1,67 @@
+"""Order bodies in JSON or MessagePack, decoded strictly with one reused decoder per type.
+
+Litestar's own decoding converts leniently (``"qty": "1"`` becomes 1) and goes
+through Python builtins first; order bodies instead come through ``StrictBody``, a
+DTO whose only job is to hand the raw bytes to msgspec, which also keeps the
+request schema in the OpenAPI document. Responses follow ``Accept``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar, cast
+
+import msgspec
+from litestar import Request, Response
+from litestar.dto import MsgspecDTO
+
+from intake.problems import ProblemError
+
+MSGPACK_MEDIA_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
+JSON_MEDIA_TYPE = "application/json"
+MSGPACK_MEDIA_TYPE = MSGPACK_MEDIA_TYPES[0]
+
+Body = TypeVar("Body")
+StructBody = TypeVar("StructBody", bound=msgspec.Struct)
+
+_json_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+_msgpack_decoders: dict[type[Any], msgspec.msgpack.Decoder[Any]] = {}
+_json_encoder = msgspec.json.Encoder()
+_msgpack_encoder = msgspec.msgpack.Encoder()
+
+
+def decode_body(body: bytes, content_type: str, body_type: type[Body]) -> Body:
+    """Decode by media type; malformed or out-of-bounds input is a 400 invalid-request problem."""
+    media_type = content_type.partition(";")[0].strip().lower()
+    try:
+        if media_type in MSGPACK_MEDIA_TYPES:
+            decoder: Any = _msgpack_decoders.get(body_type) or _msgpack_decoders.setdefault(
+                body_type, msgspec.msgpack.Decoder(body_type)
+            )
+        elif media_type in ("", JSON_MEDIA_TYPE) or media_type.endswith("+json"):
+            decoder = _json_decoders.get(body_type) or _json_decoders.setdefault(
+                body_type, msgspec.json.Decoder(body_type)
+            )
+        else:
+            raise ProblemError(415, "unsupported-media-type", "send application/json or application/msgpack")
+        return cast(Body, decoder.decode(body))
+    except (msgspec.ValidationError, msgspec.DecodeError) as error:
+        raise ProblemError(400, "invalid-request", str(error)) from None
+
+
+class StrictBody(MsgspecDTO[StructBody], Generic[StructBody]):
+    """Request-body DTO: strict msgspec decoding of JSON or MessagePack, nothing else."""
+
+    def decode_bytes(self, value: bytes) -> Any:
+        return decode_body(value, self.asgi_connection.headers.get("content-type", ""), self.model_type)
+
+
+def wants_msgpack(request: Request[Any, Any, Any]) -> bool:
+    accept = request.headers.get("accept", "")
+    return any(media_type in accept for media_type in MSGPACK_MEDIA_TYPES)
+
+
+def encoded_response(request: Request[Any, Any, Any], body: msgspec.Struct, status_code: int) -> Response[Any]:
+    """The body encoded once, as MessagePack when the client accepts it, else JSON."""
+    if wants_msgpack(request):
+        return Response(_msgpack_encoder.encode(body), status_code=status_code, media_type=MSGPACK_MEDIA_TYPE)
+    return Response(_json_encoder.encode(body), status_code=status_code, media_type=JSON_MEDIA_TYPE)
