@@ -38,7 +38,7 @@ TITLES = {
     "idempotency-key-reused": "The idempotency key was used with another request",
     "amount-mismatch": "The amount differs from the order total",
     "already-paid": "The order is already paid",
-    "payment-id-reused": "The payment id already paid another order",
+    "payment-id-reused": "The payment id was already used for another order or amount",
     "refund-pending": "The order was cancelled; the payment is recorded for refund",
     "invalid-transition": "The order cannot do that in its current status",
     "stock-conflict": "The stock changed or would fall below what is held",

@@ -18,6 +18,7 @@ import msgspec
 
 from intake.problems import ProblemError
 from intake.schemas import (
+    STOCK_MAX,
     AdjustmentIn,
     BlockIn,
     BlockOut,
@@ -388,6 +389,10 @@ class CatalogService:
             raise ProblemError(
                 409, "stock-conflict", "on_hand is not the expected value", current_on_hand=levels.on_hand
             )
+        if code is StockCode.ABOVE_MAX:
+            raise ProblemError(
+                409, "stock-conflict", f"on_hand cannot exceed {STOCK_MAX}", current_on_hand=levels.on_hand
+            )
         if code is StockCode.BELOW_HELD:
             held = levels.reserved + levels.committed
             raise ProblemError(
@@ -416,6 +421,8 @@ class CatalogService:
             raise ProblemError(404, "not-found", f"unknown sku {body.sku}", sku=body.sku)
         if code is TransferCode.UNKNOWN_WAREHOUSE:
             raise ProblemError(404, "not-found", "unknown warehouse")
+        if code is TransferCode.ABOVE_MAX:
+            raise ProblemError(409, "stock-conflict", f"on_hand at {body.to_warehouse} cannot exceed {STOCK_MAX}")
         if code is TransferCode.INSUFFICIENT:
             raise ProblemError(409, "insufficient-stock", f"{available} available at {body.from_warehouse}")
         levels = await self.store.stock_levels(body.sku)

@@ -13,7 +13,7 @@ KEYS[3]  sold-out set of the partition: released SKUs leave it
 KEYS[4…] keys the orders below name by index (order, customer counters, SKU stock)
 
 ARGV[1]  now_ms
-ARGV[2]  order count N, then N orders, each:
+ARGV[2]  order count N (each order at most once), then N orders, each:
          order_key_index, counter_key_index, order_id, reason
          ("customer" | "merchant" | "payment_timeout"), due_only ("1": cancel only a
          pending order whose deadline is <= now_ms, as the sweeper does),
@@ -34,15 +34,16 @@ local now_ms = tonumber(ARGV[1])
 local order_count = tonumber(ARGV[2])
 if not now_ms or not order_count then return redis.error_reply('ERR cancel: malformed header') end
 
-local orders, cursor = {}, 3
+local orders, cursor, named = {}, 3, {}
 for _ = 1, order_count do
   local order = {order_index = tonumber(ARGV[cursor]), counter_index = tonumber(ARGV[cursor + 1]),
     order_id = ARGV[cursor + 2], reason = ARGV[cursor + 3], due_only = ARGV[cursor + 4] == '1',
     stock_index = {}}
   local sku_count = tonumber(ARGV[cursor + 5])
-  if not order.order_index or not order.counter_index or not sku_count then
-    return redis.error_reply('ERR cancel: malformed order at ARGV ' .. cursor)
+  if not order.order_index or not order.counter_index or not sku_count or named[order.order_id] then
+    return redis.error_reply('ERR cancel: malformed or repeated order at ARGV ' .. cursor)
   end
+  named[order.order_id] = true
   cursor = cursor + 6
   for _ = 1, sku_count do
     order.stock_index[ARGV[cursor]] = tonumber(ARGV[cursor + 1])

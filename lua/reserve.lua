@@ -182,28 +182,37 @@ end
 
 -- Parse and check the whole batch before the first write: a script that fails
 -- half-way keeps the writes it already made.
+local function key_index(value)
+  local index = tonumber(value)
+  if not index or index ~= math.floor(index) or index < 6 or index > #KEYS then return nil end
+  return index
+end
+
 local orders, cursor = {}, 5
 for _ = 1, order_count do
   local order = {
-    idempotency_index = tonumber(ARGV[cursor]), order_index = tonumber(ARGV[cursor + 1]),
-    counter_index = tonumber(ARGV[cursor + 2]), order_id = ARGV[cursor + 3],
+    idempotency_index = key_index(ARGV[cursor]), order_index = key_index(ARGV[cursor + 1]),
+    counter_index = key_index(ARGV[cursor + 2]), order_id = ARGV[cursor + 3],
     idempotency_key = ARGV[cursor + 4], fingerprint = ARGV[cursor + 5],
     customer_id = ARGV[cursor + 6], region = ARGV[cursor + 7], order_type = ARGV[cursor + 8],
     hold_ttl_ms = tonumber(ARGV[cursor + 9]), allow_split = ARGV[cursor + 10] == '1',
     lines = {},
   }
   local line_count = tonumber(ARGV[cursor + 11])
-  if not order.idempotency_index or not order.hold_ttl_ms or not line_count or line_count < 1 then
+  if not order.idempotency_index or not order.order_index or not order.counter_index
+      or not order.hold_ttl_ms or not line_count or line_count < 1 then
     return redis.error_reply('ERR reserve: malformed order at ARGV ' .. cursor)
   end
   cursor = cursor + 12
+  local seen = {}
   for _ = 1, line_count do
-    local qty = tonumber(ARGV[cursor + 1])
-    if not qty or qty < 1 or not tonumber(ARGV[cursor + 3]) then
-      return redis.error_reply('ERR reserve: malformed line at ARGV ' .. cursor)
+    local sku, qty = ARGV[cursor], tonumber(ARGV[cursor + 1])
+    local config_index, stock_index = key_index(ARGV[cursor + 2]), key_index(ARGV[cursor + 3])
+    if not sku or seen[sku] or not qty or qty < 1 or qty ~= math.floor(qty) or not config_index or not stock_index then
+      return redis.error_reply('ERR reserve: malformed or repeated line at ARGV ' .. cursor)
     end
-    order.lines[#order.lines + 1] = {sku = ARGV[cursor], qty = qty,
-      config_index = tonumber(ARGV[cursor + 2]), stock_index = tonumber(ARGV[cursor + 3])}
+    seen[sku] = true
+    order.lines[#order.lines + 1] = {sku = sku, qty = qty, config_index = config_index, stock_index = stock_index}
     cursor = cursor + 4
   end
   orders[#orders + 1] = order

@@ -25,11 +25,14 @@ Returns {code, available, reserved, committed, on_hand}
   code 1 changed   2 unknown sku   3 unknown warehouse
   code 4 compare-and-set failed (counters are the current ones)
   code 5 would take on hand below reserved + committed (counters are the current ones)
+  code 6 would take on hand above ON_HAND_MAX (counters are the current ones)
 Mirrored by reservation.outcomes.StockCode.
 Event: k stock_changed, d {request_id, reason, movements}, t now_ms.
 ]]
 
 local CODE_CHANGED, CODE_UNKNOWN_SKU, CODE_UNKNOWN_WAREHOUSE, CODE_CONFLICT, CODE_BELOW_HELD = 1, 2, 3, 4, 5
+local CODE_ABOVE_MAX = 6
+local ON_HAND_MAX = 1000000000  -- per (sku, warehouse); mirrored by intake.schemas.STOCK_MAX
 local stream_key, stock_key, config_key, warehouses_key, sold_out_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now_ms, mode, sku, warehouse = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 local value, expected = tonumber(ARGV[5]), ARGV[6]
@@ -52,6 +55,7 @@ if expected ~= '' and tonumber(expected) ~= current[4] then code = CODE_CONFLICT
 local delta = value
 if mode == 'set' then delta = value - current[4] end
 if code == CODE_CHANGED and current[1] + delta < 0 then code = CODE_BELOW_HELD end
+if code == CODE_CHANGED and current[4] + delta > ON_HAND_MAX then code = CODE_ABOVE_MAX end
 if code ~= CODE_CHANGED or delta == 0 then
   return {code, current[1], current[2], current[3], current[4]}
 end

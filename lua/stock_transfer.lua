@@ -16,11 +16,13 @@ ARGV[6]  request_id
 
 Returns {code, available at source}
   code 1 moved   2 unknown sku   3 unknown warehouse   4 not enough available at source
+  code 5 would take on hand at the target above ON_HAND_MAX
 Mirrored by reservation.outcomes.TransferCode.
 Event: k stock_changed, d {request_id, "transfer", movements}, t now_ms.
 ]]
 
-local CODE_MOVED, CODE_UNKNOWN_SKU, CODE_UNKNOWN_WAREHOUSE, CODE_INSUFFICIENT = 1, 2, 3, 4
+local CODE_MOVED, CODE_UNKNOWN_SKU, CODE_UNKNOWN_WAREHOUSE, CODE_INSUFFICIENT, CODE_ABOVE_MAX = 1, 2, 3, 4, 5
+local ON_HAND_MAX = 1000000000  -- per (sku, warehouse); mirrored by intake.schemas.STOCK_MAX
 local stream_key, stock_key, config_key, warehouses_key, sold_out_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now_ms, sku, source, target = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 local qty = tonumber(ARGV[5])
@@ -34,6 +36,9 @@ if redis.call('HEXISTS', warehouses_key, source) == 0 or redis.call('HEXISTS', w
 end
 local available = tonumber(redis.call('HGET', stock_key, 'a:' .. source) or '0')
 if available < qty then return {CODE_INSUFFICIENT, available} end
+if tonumber(redis.call('HGET', stock_key, 'h:' .. target) or '0') + qty > ON_HAND_MAX then
+  return {CODE_ABOVE_MAX, available}
+end
 
 for _, warehouse in ipairs({source, target}) do
   redis.call('HSETNX', stock_key, 'r:' .. warehouse, 0)

@@ -17,6 +17,7 @@ COMMAND_TIMEOUT_S = 60.0
 
 PostgresError = asyncpg.PostgresError
 Pool = asyncpg.Pool
+Connection = asyncpg.Connection
 InterfaceError = asyncpg.InterfaceError
 
 

@@ -8,6 +8,7 @@ of a dead consumer arrive late), so every guard compares, never assumes.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -68,6 +69,13 @@ def decode_entry(partition: int, entry_id: str, fields: dict[bytes, bytes]) -> E
     assert struct_type is not None, f"unknown event kind {kind!r} at {entry_id}"
     data = msgspec.msgpack.decode(fields[b"d"], type=struct_type)
     return Event(partition, stream_ms, stream_seq, kind, occurred_ms, None, (), data)
+
+
+PERMANENT_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+"""Postgres refusing the data itself: retrying the same entry can never succeed."""
+
+UNDECODABLE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, KeyError, ValueError, AssertionError)
+"""A stream entry this version cannot read (a bug, or a newer writer during a rolling deploy)."""
 
 
 def _moment(milliseconds: int) -> datetime:
@@ -138,6 +146,12 @@ INSERT INTO stock_movements (partition, stream_ms, stream_seq, position, sku, wa
 SELECT * FROM unnest($1::integer[], $2::bigint[], $3::bigint[], $4::integer[], $5::text[], $6::text[],
                      $7::text[], $8::integer[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[],
                      $13::text[], $14::text[], $15::text[], $16::timestamptz[])
+ON CONFLICT DO NOTHING
+"""
+
+_INSERT_DEAD_LETTER = """
+INSERT INTO dead_letters (partition, stream_ms, stream_seq, kind, fields, error)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6)
 ON CONFLICT DO NOTHING
 """
 
@@ -262,3 +276,16 @@ async def write_events(connection: asyncpg.Connection, events: Sequence[Event]) 
         for event in config_events:
             statement, arguments = _config_statement(event)
             await connection.execute(statement, *arguments)
+
+
+async def record_dead_letter(
+    connection: asyncpg.Connection, partition: int, entry_id: str, fields: dict[bytes, bytes], error: BaseException
+) -> None:
+    """Keep an entry that cannot be applied, with its raw fields (base64) and the reason."""
+    stream_ms, stream_seq = (int(part) for part in entry_id.split("-"))
+    kind = fields.get(b"k", b"").decode(errors="replace") or None
+    raw = {name.decode(errors="replace"): base64.b64encode(value).decode() for name, value in fields.items()}
+    reason = f"{type(error).__name__}: {error}"[:2000]
+    await connection.execute(
+        _INSERT_DEAD_LETTER, partition, stream_ms, stream_seq, kind, _json.encode(raw).decode(), reason
+    )

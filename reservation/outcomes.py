@@ -56,6 +56,7 @@ class StockCode(IntEnum):
     UNKNOWN_WAREHOUSE = 3
     CONFLICT = 4
     BELOW_HELD = 5
+    ABOVE_MAX = 6
 
 
 class TransferCode(IntEnum):
@@ -65,3 +66,4 @@ class TransferCode(IntEnum):
     UNKNOWN_SKU = 2
     UNKNOWN_WAREHOUSE = 3
     INSUFFICIENT = 4
+    ABOVE_MAX = 5

@@ -25,7 +25,7 @@ __all__ = ["RedisError", "RedisStore", "ResponseError", "connect"]
 
 @dataclass(frozen=True, slots=True)
 class OrderRequest:
-    """One order to decide; SKUs are distinct (the caller merges nothing)."""
+    """One order to decide. Its SKUs must be distinct: the script refuses repeated lines."""
 
     order_id: str
     idempotency_key: str
@@ -205,7 +205,8 @@ class RedisStore:
             keys.order(order.order_id),
             keys.customer_counters(order.customer_id),
             keys.payment(payment_id),
-            *[keys.stock(sku) for sku in skus],
+            keys.blocklist,
+            *[key for sku in skus for key in (keys.stock(sku), keys.sku_config(sku))],
         ]
         args = [now_ms, order.order_id, payment_id, amount, method, len(skus), *skus]
         code, packed = await self._call("pay", script_keys, args)
@@ -301,6 +302,15 @@ class RedisStore:
         )
         return bool(extended)
 
+    async def release_lock(self, key: str, owner: str) -> None:
+        """Drop the lock if owner still holds it."""
+        await self.client.eval(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+            1,
+            key,
+            owner,
+        )
+
     # -- event stream -----------------------------------------------------------
 
     async def ensure_group(self, group: str) -> None:
@@ -325,6 +335,11 @@ class RedisStore:
         reply = await self.client.xautoclaim(self.keys.stream, group, consumer, idle_ms, "0-0", count=count)
         entries = reply[1]
         return [StreamEntry(entry_id.decode(), fields) for entry_id, fields in entries if fields is not None]
+
+    async def delete_consumer_if_idle(self, group: str, consumer: str) -> None:
+        pending = await self.client.xpending_range(self.keys.stream, group, "-", "+", 1, consumername=consumer)
+        if not pending:
+            await self.client.xgroup_delconsumer(self.keys.stream, group, consumer)
 
     async def acknowledge(self, group: str, entry_ids: Sequence[str]) -> None:
         if entry_ids:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from rushgate.settings import Settings, SettingsError, load_settings, require_services
 
@@ -157,17 +159,30 @@ def _tokens(data_dir: Path, environ: dict[str, str]) -> dict[str, str]:
     generated = {name: secrets.token_urlsafe(24) for name, value in tokens.items() if not value}
     if generated:
         stored.update(generated)
-        path.write_text(json.dumps(stored))
-        path.chmod(0o600)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # never readable by others
+        with os.fdopen(descriptor, "w") as file:
+            json.dump(stored, file)
     return {name: value or generated[name] for name, value in tokens.items()}
+
+
+def _lock_data_dir(data_dir: Path) -> TextIO:
+    """Hold an exclusive lock on the data dir for the life of this process: one `up` per data dir."""
+    lock_file = open(data_dir / ".lock", "w")  # noqa: SIM115 - held open until the process exits
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock_file.close()
+        raise SettingsError(f"another `rushgate up` is running on {data_dir}") from None
+    return lock_file
 
 
 def run_up(settings: Settings, environ: dict[str, str], data_dir: Path) -> int:
     from persistence.database import migrate
-    from rushgate.embedded import EmbeddedPostgres, EmbeddedRedis
+    from rushgate.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError, die_with_parent
 
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock_data_dir(data_dir)
     redis_server = postgres_server = None
     children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
@@ -176,8 +191,8 @@ def run_up(settings: Settings, environ: dict[str, str], data_dir: Path) -> int:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    for signal_number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signal_number, request_stop)
     try:
         if settings.redis_url is None:
             redis_server = EmbeddedRedis(data_dir / "redis").start()
@@ -190,7 +205,13 @@ def run_up(settings: Settings, environ: dict[str, str], data_dir: Path) -> int:
         _, database_url = require_services(settings)
         asyncio.run(migrate(database_url))
         for command in ("persister", "sweeper", "serve"):
-            children[command] = subprocess.Popen([sys.executable, "-m", "rushgate", command], env=environ)
+            if stopping:
+                return 0
+            children[command] = subprocess.Popen(
+                [sys.executable, "-m", "rushgate", command],
+                env=environ,
+                preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509 - only prctl runs before exec
+            )
         print(
             f"rushgate is up on http://{settings.host}:{settings.port}\n"
             f"  REDIS_URL={environ['REDIS_URL']}\n  DATABASE_URL={environ['DATABASE_URL']}\n"
@@ -206,6 +227,9 @@ def run_up(settings: Settings, environ: dict[str, str], data_dir: Path) -> int:
                 return 1
             time.sleep(0.2)
         return 0
+    except EmbeddedServerError as error:
+        print(f"rushgate: an embedded server did not start: {error}", file=sys.stderr)
+        return 1
     finally:
         for child in children.values():
             if child.poll() is None:
@@ -220,4 +244,5 @@ def run_up(settings: Settings, environ: dict[str, str], data_dir: Path) -> int:
             redis_server.stop()
         if postgres_server is not None:
             postgres_server.stop()
+        lock.close()
         print("rushgate stopped", flush=True)

@@ -9,6 +9,7 @@ system user (created if missing) that owns only the Postgres data directory.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import os
 import shutil
@@ -16,7 +17,9 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypedDict
 
@@ -45,6 +48,22 @@ def _wait_for(condition: object, process: subprocess.Popen[bytes], what: str, lo
         time.sleep(0.05)
     process.kill()
     raise EmbeddedServerError(f"{what} did not become ready in {START_TIMEOUT_S:.0f}s; see {log}")
+
+
+def die_with_parent(signal_number: int) -> Callable[[], None] | None:
+    """A preexec_fn that has Linux send the child signal_number when its parent dies.
+
+    So a `rushgate up` killed with SIGKILL leaves no server or worker behind.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    set_parent_death_signal = 1  # PR_SET_PDEATHSIG
+
+    def set_signal() -> None:
+        libc.prctl(set_parent_death_signal, signal_number)
+
+    return set_signal
 
 
 def _stop(process: subprocess.Popen[bytes] | None, signal_number: int) -> None:
@@ -99,7 +118,11 @@ class EmbeddedRedis:
             "--maxclients", "10000",
         ]  # fmt: skip
         self.process = subprocess.Popen(
-            arguments, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            arguments,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509 - only prctl runs before exec
         )
         _wait_for(self._answers_ping, self.process, "embedded Redis", log)
         return self
@@ -195,21 +218,26 @@ class EmbeddedPostgres:
             shutil.chown(self.data_dir, user, user)
             self.data_dir.chmod(0o700)
         if not (self.data_dir / "PG_VERSION").exists():
-            subprocess.run(
+            initdb = subprocess.run(
                 [str(binaries / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
                  "--encoding=UTF8", "--no-sync"],
-                check=True, capture_output=True, **_run_as(user),
+                check=False, capture_output=True, text=True, **_run_as(user),
             )  # fmt: skip
+            if initdb.returncode != 0:
+                raise EmbeddedServerError(f"initdb failed in {self.data_dir}: {initdb.stderr.strip()[-2000:]}")
         log = self.data_dir / "server.log"
         settings = ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "max_connections=200"]
         if not self.durable:
-            settings += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+            # No fsync: an OS crash may lose data, a killed server does not (commits still reach the
+            # OS before they are acknowledged), so process-kill fault tests stay meaningful.
+            settings += ["-c", "fsync=off", "-c", "full_page_writes=off"]
         with open(log, "ab") as log_file:
             self.process = subprocess.Popen(
                 [str(binaries / "postgres"), "-D", str(self.data_dir), "-p", str(self.port), *settings],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGINT),  # noqa: PLW1509 - only prctl runs before exec
                 **_run_as(user),
             )
         _wait_for(self._ready, self.process, "embedded Postgres", log)

@@ -13,8 +13,16 @@ import socket
 import time
 from collections.abc import Callable
 
-from persistence.database import InterfaceError, Pool, PostgresError, create_pool
-from persistence.writer import decode_entry, write_events
+from persistence.database import Connection, InterfaceError, PostgresError
+from persistence.database import connect as connect_database
+from persistence.writer import (
+    PERMANENT_ERRORS,
+    UNDECODABLE_ERRORS,
+    Event,
+    decode_entry,
+    record_dead_letter,
+    write_events,
+)
 from reservation.keys import PartitionKeys
 from reservation.store import RedisError, RedisStore, StreamEntry, connect
 from reservation.sweeper import sweep_once
@@ -25,6 +33,8 @@ logger = logging.getLogger("rushgate.workers")
 PERSISTER_GROUP = "persister"
 TRIM_INTERVAL_S = 1.0
 RETRY_S_MIN = 0.05
+# What escapes Persister.write is never about the data (that becomes a dead letter), so it is retried.
+TRANSIENT_ERRORS = (RedisError, PostgresError, InterfaceError, OSError, TimeoutError)
 
 
 def consumer_name() -> str:
@@ -40,6 +50,10 @@ class Persister:
 
     An entry is acknowledged only after its batch committed, so a crash at any point
     leaves it pending; another persister claims entries idle for ``claim_idle_ms``.
+    A batch that failed for a passing reason (Postgres or Redis away) is kept and
+    retried first, so order is kept as far as the stream allows. An entry that can
+    never be applied (undecodable, or refused by Postgres as data) is recorded in
+    ``dead_letters`` and acknowledged, so it cannot stall the entries behind it.
     """
 
     def __init__(self, store: RedisStore, settings: Settings, *, name: str | None = None) -> None:
@@ -47,45 +61,60 @@ class Persister:
         self.settings = settings
         self.name = name or consumer_name()
         self.batches_written = 0
+        self.dead_letters = 0
         self._last_claim = 0.0
+        self._unfinished: list[StreamEntry] = []
 
     async def run(self, stop: asyncio.Event) -> None:
         _, database_url = require_services(self.settings)
-        await self.store.ensure_group(PERSISTER_GROUP)
-        pool = await create_pool(database_url, size_max=1)
+        connection: Connection | None = None
         retry_s = RETRY_S_MIN
         last_trim = 0.0
         try:
             while not stop.is_set():
                 try:
-                    await self.step(pool)
+                    if connection is None:
+                        await self.store.ensure_group(PERSISTER_GROUP)
+                        connection = await connect_database(database_url)
+                    await self.step(connection)
                     if time.monotonic() - last_trim >= TRIM_INTERVAL_S:
                         last_trim = time.monotonic()
                         await self.store.trim_consumed(PERSISTER_GROUP)
                     retry_s = RETRY_S_MIN
-                except (RedisError, PostgresError, InterfaceError, OSError) as error:
-                    logger.warning("persister: %s; retrying in %.2fs", error, retry_s)
+                except TRANSIENT_ERRORS as error:
+                    logger.warning("persister: %s: %s; retrying in %.2fs", type(error).__name__, error, retry_s)
+                    if connection is not None:
+                        connection.terminate()  # a fresh connection next time; this one may be broken
+                        connection = None
                     await _wait(stop, retry_s)
                     retry_s = min(retry_s * 2, self.settings.persister_retry_ms_max / 1000)
         finally:
-            await pool.close()
+            if connection is not None:
+                await connection.close()
+            await self._leave_group()
 
-    async def step(self, pool: Pool) -> int:
-        """Write one batch (claimed entries first when a claim is due); returns its size."""
-        entries: list[StreamEntry] = []
+    async def step(self, connection: Connection) -> int:
+        """Write one batch: the one that failed last time, else claimed entries, else new ones."""
+        if not self._unfinished:
+            self._unfinished = await self._next_entries()
+        entries = self._unfinished
+        if entries:
+            await self.write(connection, entries)
+        self._unfinished = []
+        return len(entries)
+
+    async def _next_entries(self) -> list[StreamEntry]:
         if time.monotonic() - self._last_claim >= self.settings.persister_claim_idle_ms / 2000:
             self._last_claim = time.monotonic()
-            entries = await self.claim()
-        if not entries:
-            entries = await self.store.read_group(
-                PERSISTER_GROUP,
-                self.name,
-                count=self.settings.persister_batch_size_max,
-                block_ms=self.settings.persister_block_ms,
-            )
-        if entries:
-            await self.write(pool, entries)
-        return len(entries)
+            claimed = await self.claim()
+            if claimed:
+                return claimed
+        return await self.store.read_group(
+            PERSISTER_GROUP,
+            self.name,
+            count=self.settings.persister_batch_size_max,
+            block_ms=self.settings.persister_block_ms,
+        )
 
     async def claim(self) -> list[StreamEntry]:
         """This consumer's own unacknowledged entries, then those a dead consumer left."""
@@ -101,13 +130,35 @@ class Persister:
             count=self.settings.persister_batch_size_max,
         )
 
-    async def write(self, pool: Pool, entries: list[StreamEntry]) -> None:
+    async def write(self, connection: Connection, entries: list[StreamEntry]) -> None:
         partition = self.store.keys.partition
-        events = [decode_entry(partition, entry.entry_id, entry.fields) for entry in entries]
-        async with pool.acquire() as connection:
-            await write_events(connection, events)
+        events: list[tuple[StreamEntry, Event]] = []
+        refused: list[tuple[StreamEntry, BaseException]] = []
+        for entry in entries:
+            try:
+                events.append((entry, decode_entry(partition, entry.entry_id, entry.fields)))
+            except UNDECODABLE_ERRORS as error:
+                refused.append((entry, error))
+        try:
+            await write_events(connection, [event for _, event in events])
+        except PERMANENT_ERRORS:
+            # Find the entries Postgres refuses: apply the batch one entry at a time.
+            for entry, event in events:
+                try:
+                    await write_events(connection, [event])
+                except PERMANENT_ERRORS as error:
+                    refused.append((entry, error))
+        for entry, reason in refused:
+            logger.error("persister: dead letter %s: %s: %s", entry.entry_id, type(reason).__name__, reason)
+            await record_dead_letter(connection, partition, entry.entry_id, entry.fields, reason)
         await self.store.acknowledge(PERSISTER_GROUP, [entry.entry_id for entry in entries])
         self.batches_written += 1
+        self.dead_letters += len(refused)
+
+    async def _leave_group(self) -> None:
+        """On a clean stop, remove this consumer's name if it holds nothing, so names do not pile up."""
+        with contextlib.suppress(RedisError):
+            await self.store.delete_consumer_if_idle(PERSISTER_GROUP, self.name)
 
 
 class Sweeper:
@@ -121,19 +172,29 @@ class Sweeper:
 
     async def run(self, stop: asyncio.Event) -> None:
         interval_s = self.settings.sweeper_interval_ms / 1000
-        while not stop.is_set():
-            try:
-                released = await self.run_once()
-                if released == self.settings.sweeper_batch_size_max:
-                    continue  # more are due: sweep again at once
-            except RedisError as error:
-                logger.warning("sweeper: %s", error)
-            await _wait(stop, interval_s)
+        try:
+            while not stop.is_set():
+                try:
+                    released = await self.run_once()
+                    if released == self.settings.sweeper_batch_size_max:
+                        continue  # more are due: sweep again at once
+                except RedisError as error:
+                    logger.warning("sweeper: %s: %s", type(error).__name__, error)
+                except Exception:  # a bug: log it and keep expiring holds, the next sweep may succeed
+                    logger.exception("sweeper: unexpected error")
+                await _wait(stop, interval_s)
+        finally:
+            # Hand the lock over at once rather than after its TTL: another sweeper takes over within 1 s.
+            with contextlib.suppress(RedisError):
+                await self.store.release_lock(self.lock_key, self.owner)
+
+    @property
+    def lock_key(self) -> str:
+        return PartitionKeys(self.store.keys.partition).sweeper_lock
 
     async def run_once(self) -> int | None:
         """One bounded sweep if this sweeper holds the lock; None when another one does."""
-        lock_key = PartitionKeys(self.store.keys.partition).sweeper_lock
-        if not await self.store.acquire_lock(lock_key, self.owner, self.settings.sweeper_lock_ttl_ms):
+        if not await self.store.acquire_lock(self.lock_key, self.owner, self.settings.sweeper_lock_ttl_ms):
             return None
         return await sweep_once(self.store, now_ms=self.clock(), batch_size_max=self.settings.sweeper_batch_size_max)
 

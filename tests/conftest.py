@@ -165,20 +165,18 @@ def gateway_headers(idempotency_key: str | None = None) -> dict[str, str]:
 
 async def drain(store: RedisStore, settings: Settings, database_url: str) -> int:
     """Run a persister in-process until the group has nothing left; returns entries written."""
-    from persistence.database import create_pool
-
     await store.ensure_group(PERSISTER_GROUP)
     persister = Persister(store, settings, name="test-drain")
-    pool = await create_pool(database_url, size_max=1)
+    connection = await connect(database_url)
     written = 0
     try:
         while True:
-            count = await persister.step(pool)
+            count = await persister.step(connection)
             written += count
             if count == 0 and await store.stream_backlog(PERSISTER_GROUP) == 0:
                 return written
     finally:
-        await pool.close()
+        await connection.close()
 
 
 def decode_json(body: bytes) -> Any:

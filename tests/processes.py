@@ -24,13 +24,15 @@ POLL_S = 0.02
 def service_environment(services: Services, **overrides: str) -> dict[str, str]:
     environ = {name: value for name, value in os.environ.items() if not name.startswith("RUSHGATE_")}
     environ.update(
-        REDIS_URL=services.redis_url,
-        DATABASE_URL=services.database_url,
-        RUSHGATE_ADMIN_TOKEN=ADMIN_TOKEN,
-        RUSHGATE_GATEWAY_TOKEN=GATEWAY_TOKEN,
-        RUSHGATE_LOG_LEVEL="WARNING",
-        **overrides,
+        {
+            "REDIS_URL": services.redis_url,
+            "DATABASE_URL": services.database_url,
+            "RUSHGATE_ADMIN_TOKEN": ADMIN_TOKEN,
+            "RUSHGATE_GATEWAY_TOKEN": GATEWAY_TOKEN,
+            "RUSHGATE_LOG_LEVEL": "WARNING",
+        }
     )
+    environ.update(overrides)
     return environ
 
 

@@ -44,12 +44,17 @@ async def test_sigkill_of_the_persister_mid_batch_then_a_new_one_writes_every_or
 
     with running(["persister"], environ, tmp_path / "first.log") as first:
 
-        async def mid_batch() -> bool:
+        async def frozen_mid_batch() -> bool:
+            """Freeze the persister; keep it frozen only if it holds an unacknowledged batch."""
+            first.send_signal(signal.SIGSTOP)
             written = await count_rows(database, "SELECT count(*) FROM orders")
             pending = (await store.client.xpending(store.keys.stream, PERSISTER_GROUP))["pending"]
-            return 0 < written < ORDERS and pending > 0
+            if 0 < written < ORDERS and pending > 0:
+                return True
+            first.send_signal(signal.SIGCONT)
+            return False
 
-        await eventually(mid_batch, "the first persister to hold an unacknowledged batch")
+        await eventually(frozen_mid_batch, "the first persister to hold an unacknowledged batch")
         stop(first, signal.SIGKILL)
     left_pending = (await store.client.xpending(store.keys.stream, PERSISTER_GROUP))["pending"]
     written_before = await count_rows(database, "SELECT count(*) FROM orders")

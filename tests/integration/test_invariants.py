@@ -33,6 +33,7 @@ from tests.support import add_sku, assert_ledger_matches, assert_stock_invariant
 SKUS = ("s1", "s2", "s3")
 WAREHOUSES = ("w1", "w2")
 HOLD_TTL_S = 60
+LIMIT = 3
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,11 @@ class Reserve:
 class Pay:
     order: int
     correct_amount: bool
+
+
+@dataclass(frozen=True)
+class Replay:
+    order: int
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,7 @@ steps = st.one_of(
     st.builds(Pay, st.integers(0, 4), st.just(True)),  # weighted towards payments that fit
     st.builds(Pay, st.integers(0, 4), st.booleans()),
     st.builds(Cancel, st.integers(0, 4)),
+    st.builds(Replay, st.integers(0, 4)),
     st.builds(Expire, st.integers(0, 3 * HOLD_TTL_S)),
     st.builds(Adjust, skus, warehouses, st.integers(-6, 6).filter(bool)),
     st.builds(SetStock, skus, warehouses, st.integers(0, 12)),
@@ -126,6 +133,7 @@ async def check_against_orders(store: RedisStore, order_ids: list[str]) -> dict[
         counters = await store.hash_get_all(store.keys.customer_counters(customer_id))
         for sku in SKUS:
             assert int(counters.get(sku, "0")) == bought[(customer_id, sku)], (customer_id, sku)
+            assert bought[(customer_id, sku)] <= LIMIT, (customer_id, sku)
     return documents
 
 
@@ -151,8 +159,10 @@ async def run_scenario(services: Services, scenario: list[object]) -> None:
     try:
         await setup_region(catalog, "eu", WAREHOUSES)
         for number, sku in enumerate(SKUS):
-            await add_sku(catalog, sku, price=100 * (number + 1), per_customer_limit=6, stock={"w1": 2, "w2": 1})
+            await add_sku(catalog, sku, price=100 * (number + 1), per_customer_limit=LIMIT,
+                          safety_stock=number % 2, stock={"w1": 2, "w2": 1})  # fmt: skip
         order_ids: list[str] = []
+        accepted: list[tuple[str, object]] = []  # (idempotency key, body) of each accepted order
         statuses: dict[str, str] = {}
         for index, step in enumerate(scenario):
             order_id = order_ids[step.order % len(order_ids)] if isinstance(step, Pay | Cancel) and order_ids else None
@@ -162,6 +172,13 @@ async def run_scenario(services: Services, scenario: list[object]) -> None:
                                     allow_split=step.allow_split)  # fmt: skip
                     _, order = await orders.place(body, f"key-{index}")
                     order_ids.append(order.order_id)
+                    accepted.append((f"key-{index}", body))
+                elif isinstance(step, Replay) and accepted:
+                    key, body = accepted[step.order % len(accepted)]
+                    events_before = await store.stream_length()
+                    created, replayed = await orders.place(body, key)  # type: ignore[arg-type]
+                    assert not created and replayed.order_id == order_ids[accepted.index((key, body))]
+                    assert await store.stream_length() == events_before
                 elif isinstance(step, Pay) and order_id is not None:
                     total = (await orders.get(order_id)).total
                     amount = total if step.correct_amount else total + 1

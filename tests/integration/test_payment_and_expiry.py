@@ -7,9 +7,8 @@ import asyncio
 import pytest
 
 from intake.problems import ProblemError
-from intake.schemas import PaymentIn
-from intake.service import CatalogService, OrderService
-from reservation.keys import PartitionKeys
+from intake.schemas import BlockIn, PaymentIn, SkuIn
+from intake.service import CatalogService, OrderService, from_ms
 from reservation.store import RedisStore
 from reservation.sweeper import sweep_once, sweep_until_clear
 from rushgate.settings import Settings
@@ -187,6 +186,45 @@ async def test_only_the_sweeper_holding_the_lock_sweeps(
     assert await second.run_once() is None
     assert (await orders.get(again.order_id)).status == "pending_payment"
     assert await first.run_once() == 1
-    await store.client.delete(PartitionKeys(0).sweeper_lock)  # the holder died and its lock lapsed
+    stop = asyncio.Event()
+    stop.set()
+    await first.run(stop)  # a clean stop hands the lock over
     assert await second.run_once() == 0
     assert (await orders.get(order.order_id)).cancel_reason == "payment_timeout"
+
+
+@pytest.mark.parametrize("obstacle", ["safety-stock", "purchase-limit", "blocked", "sale-ended"])
+async def test_a_late_payment_obeys_the_rules_a_new_reservation_would(
+    catalog: CatalogService, orders: OrderService, store: RedisStore, clock: ManualClock, obstacle: str
+) -> None:
+    await setup_region(catalog, "eu", ["w1"])
+    await add_sku(catalog, "s1", price=500, per_customer_limit=1, stock={"w1": 3})
+    _, order = await orders.place(order_in("c1", {"s1": 1}), "k1")
+    await sweep_once(store, now_ms=order.expires_ms, batch_size_max=10)
+    clock.now_ms = order.expires_ms + 1
+    if obstacle == "safety-stock":
+        await add_sku(catalog, "s1", price=500, per_customer_limit=1, safety_stock=3)
+    elif obstacle == "purchase-limit":
+        await orders.place(order_in("c1", {"s1": 1}), "k2")  # the customer's one allowed unit, again
+    elif obstacle == "blocked":
+        await catalog.block("c1", BlockIn(reason="chargebacks"))
+    else:
+        sku = await catalog.get_sku("s1")
+        ended = SkuIn(name=sku.name, merchant_id=sku.merchant_id, price=sku.price, currency=sku.currency,
+                      per_customer_limit=1, sale_ends_at=from_ms(clock.now_ms))  # fmt: skip
+        await catalog.put_sku("s1", ended)
+    before = (await store.stock_levels("s1"))["w1"]
+    with pytest.raises(ProblemError) as late:
+        await orders.pay(order.order_id, payment("p1"))
+    assert late.value.kind == "refund-pending"
+    assert (await store.stock_levels("s1"))["w1"] == before
+
+
+async def test_a_payment_id_replayed_with_another_amount_is_refused(
+    one_unit: None, orders: OrderService, store: RedisStore
+) -> None:
+    _, order = await orders.place(order_in("c1", {"s1": 1}), "k1")
+    await orders.pay(order.order_id, payment("p1"))
+    with pytest.raises(ProblemError) as replayed:
+        await orders.pay(order.order_id, payment("p1", amount=400))
+    assert replayed.value.kind == "payment-id-reused"

@@ -1,0 +1,77 @@
+"""The persister: idempotent replay, late and out-of-order entries, dead letters."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from intake.schemas import PaymentIn
+from intake.service import CatalogService, OrderService
+from persistence.database import connect
+from persistence.writer import decode_entry, write_events
+from reservation.records import order_record_decoder
+from reservation.store import RedisStore
+from rushgate.settings import Settings
+from rushgate.workers import PERSISTER_GROUP
+from tests.conftest import drain
+from tests.support import add_sku, assert_ledger_matches, count_rows, order_in, setup_region
+
+
+@pytest.fixture
+async def stocked(catalog: CatalogService) -> None:
+    await setup_region(catalog, "eu", ["w1"])
+    await add_sku(catalog, "s1", price=250, stock={"w1": 10})
+
+
+async def all_entries(store: RedisStore) -> list[tuple[str, dict[bytes, bytes]]]:
+    return [(entry_id.decode(), fields) for entry_id, fields in await store.client.xrange(store.keys.stream)]
+
+
+async def test_replaying_every_event_twice_and_in_reverse_changes_nothing(
+    stocked: None, orders: OrderService, store: RedisStore, database: str
+) -> None:
+    _, first = await orders.place(order_in("c1", {"s1": 2}), "k1")
+    await orders.pay(first.order_id, PaymentIn(payment_id="p1", amount=500, method="card"))
+    _, second = await orders.place(order_in("c2", {"s1": 1}), "k2")
+    await orders.cancel(second.order_id, "customer")
+    events = [decode_entry(0, entry_id, fields) for entry_id, fields in await all_entries(store)]
+    connection = await connect(database)
+    try:
+        await write_events(connection, list(reversed(events)))  # newest first: guards must hold
+        await write_events(connection, events)
+        await write_events(connection, events[3:5])
+        rows = {row["order_id"]: (row["status"], row["version"]) for row in await connection.fetch(
+            "SELECT order_id, status, version FROM orders")}  # fmt: skip
+        feed = await connection.fetchval("SELECT count(*) FROM events")
+    finally:
+        await connection.close()
+    assert rows == {first.order_id: ("paid", 2), second.order_id: ("cancelled", 2)}
+    assert feed == len(events)
+    await assert_ledger_matches(store, database, ["s1"])
+
+
+async def test_an_entry_that_can_never_be_applied_becomes_a_dead_letter_and_the_rest_go_through(
+    stocked: None, orders: OrderService, store: RedisStore, database: str, settings: Settings
+) -> None:
+    await orders.place(order_in("c1", {"s1": 1}), "k1")
+    await store.client.xadd(store.keys.stream, {"k": "order_shipped_v9", "d": b"\x90", "t": "1"})
+    _, good = await orders.place(order_in("c2", {"s1": 1}), "k2")
+    document = msgspec.structs.replace(
+        order_record_decoder.decode(msgspec.msgpack.encode(good)), status="teleported", version=99
+    )
+    bad_fields = {"k": "order_paid", "o": msgspec.msgpack.encode(document), "m": b"\x90", "t": "2"}
+    await store.client.xadd(store.keys.stream, bad_fields)  # Postgres refuses it: status CHECK
+    _, last = await orders.place(order_in("c3", {"s1": 1}), "k3")
+    await drain(store, settings, database)
+    assert await count_rows(database, "SELECT count(*) FROM orders") == 3
+    assert await count_rows(database, "SELECT count(*) FROM orders WHERE status = 'teleported'") == 0
+    assert await count_rows(database, "SELECT count(*) FROM dead_letters") == 2
+    assert (
+        await count_rows(
+            database,
+            "SELECT count(*) FROM dead_letters WHERE kind = 'order_shipped_v9' AND error LIKE 'AssertionError%'",
+        )
+        == 1
+    )
+    assert await store.stream_backlog(PERSISTER_GROUP) == 0
+    assert await count_rows(database, "SELECT count(*) FROM orders WHERE order_id = $1", last.order_id) == 1

@@ -1,0 +1,60 @@
+"""Script contracts: malformed calls are refused before the first write (a failed script keeps its writes)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from intake.service import CatalogService, OrderService
+from reservation.store import RedisStore, ResponseError
+from tests.support import add_sku, order_in, setup_region
+
+NOW_MS = 1_900_000_000_000
+
+
+@pytest.fixture
+async def stocked(catalog: CatalogService) -> None:
+    await setup_region(catalog, "eu", ["w1"])
+    await add_sku(catalog, "s1", per_customer_limit=3, stock={"w1": 5})
+
+
+async def reserve(store: RedisStore, requests: list[object]) -> object:
+    return await store.reserve(requests, now_ms=NOW_MS, stream_length_max=10_000, idempotency_ttl_ms=60_000)  # type: ignore[arg-type]
+
+
+async def assert_nothing_written(store: RedisStore, events_before: int) -> None:
+    assert (await store.stock_levels("s1"))["w1"].available == 5
+    assert await store.stream_length() == events_before
+    assert await store.client.keys("*order:*") == []
+
+
+async def test_repeated_sku_lines_are_refused_whole(stocked: None, orders: OrderService, store: RedisStore) -> None:
+    good = orders.to_request(order_in("c1", {"s1": 1}), "k1", NOW_MS)
+    repeated = replace(orders.to_request(order_in("c2", {"s1": 3}), "k2", NOW_MS), items=(("s1", 3), ("s1", 3)))
+    events_before = await store.stream_length()
+    with pytest.raises(ResponseError, match="repeated line"):
+        await reserve(store, [good, repeated])
+    await assert_nothing_written(store, events_before)
+
+
+@pytest.mark.parametrize("qty", [0, -1, 1.5])
+async def test_a_bad_quantity_in_a_later_order_leaves_the_earlier_ones_unwritten(
+    stocked: None, orders: OrderService, store: RedisStore, qty: float
+) -> None:
+    good = orders.to_request(order_in("c1", {"s1": 1}), "k1", NOW_MS)
+    bad = replace(orders.to_request(order_in("c2", {"s1": 1}), "k2", NOW_MS), items=(("s1", qty),))  # type: ignore[arg-type]
+    events_before = await store.stream_length()
+    with pytest.raises(ResponseError, match="malformed"):
+        await reserve(store, [good, bad])
+    await assert_nothing_written(store, events_before)
+
+
+async def test_one_order_named_twice_in_a_cancel_batch_is_refused(
+    stocked: None, orders: OrderService, store: RedisStore
+) -> None:
+    _, order = await orders.place(order_in("c1", {"s1": 2}), "k1")
+    with pytest.raises(ResponseError, match="repeated order"):
+        await store.cancel([order, order], reason="customer", now_ms=NOW_MS, due_only=False)
+    level = (await store.stock_levels("s1"))["w1"]
+    assert (level.available, level.reserved) == (3, 2)
