@@ -87,7 +87,6 @@ def create_app(
             components=Components(
                 security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", description=TOKEN_HELP)}
             ),
-            security=[{"bearer": []}],
         ),
         state=State({"settings": settings}),
         debug=False,

@@ -6,10 +6,11 @@ import re
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post, put
+from litestar.openapi import ResponseSpec
 from litestar.params import Body, HeaderParameter, JSONBody, Parameter
 
 from intake.codec import StrictBody, encoded_response
-from intake.problems import ProblemError, as_problem
+from intake.problems import PROBLEM_MEDIA_TYPE, ProblemError, as_problem
 from intake.schemas import (
     IDEMPOTENCY_KEY_PATTERN,
     AdjustmentIn,
@@ -25,6 +26,7 @@ from intake.schemas import (
     OrderIn,
     OrderOut,
     PaymentIn,
+    Problem,
     SkuIn,
     SkuOut,
     StockLevelOut,
@@ -39,6 +41,35 @@ from intake.service import CatalogService, OrderService, Placed
 from intake.views import order_out
 
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+BEARER = ({"bearer": []},)
+
+
+def problems(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the problem documents an operation may answer."""
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            description=PROBLEM_DESCRIPTIONS[status],
+            media_type=PROBLEM_MEDIA_TYPE,
+            generate_examples=False,
+        )
+        for status in statuses
+    }
+
+
+PROBLEM_DESCRIPTIONS = {
+    400: "invalid-request: malformed body, header or value",
+    401: "unauthorized: missing or unknown bearer token",
+    403: "forbidden or customer-blocked",
+    404: "not-found",
+    409: "a business outcome: sold-out, purchase-limit, sale-not-open, already-paid, refund-pending, ...",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    422: "invalid-request (unknown sku or region, ...), idempotency-key-reused, amount-mismatch",
+    503: "backlog-full or dependency-unavailable (Retry-After)",
+}
+DATA_PLANE_PROBLEMS = problems(400, 401, 404, 409, 422, 503)
+CONTROL_PLANE_PROBLEMS = problems(400, 401, 403, 404, 409, 422)
 
 PathId = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
@@ -56,6 +87,7 @@ def _catalog(request: Request[Any, Any, Any]) -> CatalogService:
 class OrderController(Controller):
     path = "/v1/orders"
     tags = ("orders",)
+    security = BEARER
 
     @post(
         "/",
@@ -65,17 +97,16 @@ class OrderController(Controller):
         description="Body and response in JSON or MessagePack (Content-Type / Accept: application/msgpack).",
         dto=StrictBody[OrderIn],
         return_dto=None,
+        responses=problems(400, 401, 403, 409, 413, 415, 422, 503),
     )
     async def create_order(
         self,
         request: Request[Any, Any, Any],
         data: Annotated[OrderIn, Body(description="an order (JSON or MessagePack)")],
         idempotency_key: Annotated[
-            str | None, HeaderParameter(name="Idempotency-Key", description="required; 1-128 printable ASCII")
-        ] = None,
+            str, HeaderParameter(name="Idempotency-Key", description="1-128 printable ASCII", required=True)
+        ],
     ) -> Response[OrderOut]:
-        if idempotency_key is None:
-            raise ProblemError(400, "invalid-request", "the Idempotency-Key header is required")
         if not _IDEMPOTENCY_KEY.match(idempotency_key):
             raise ProblemError(400, "invalid-request", "Idempotency-Key must be 1-128 printable ASCII characters")
         placed = await _orders(request).place(data, idempotency_key)
@@ -84,18 +115,30 @@ class OrderController(Controller):
             response.headers["Idempotent-Replayed"] = "true"
         return response
 
-    @get("/{order_id:str}", operation_id="getOrder", summary="Current state of an order")
+    @get("/{order_id:str}", operation_id="getOrder", summary="Current state of an order", responses=problems(401, 404))
     async def get_order(self, request: Request[Any, Any, Any], order_id: PathId) -> OrderOut:
         return order_out(await _orders(request).get(order_id))
 
-    @post("/{order_id:str}/cancel", operation_id="cancelOrder", status_code=200, summary="Cancel and release")
+    @post(
+        "/{order_id:str}/cancel",
+        operation_id="cancelOrder",
+        status_code=200,
+        summary="Cancel and release",
+        responses=problems(400, 401, 404, 409),
+    )
     async def cancel_order(
         self, request: Request[Any, Any, Any], order_id: PathId, data: JSONBody[CancelIn | None] = None
     ) -> OrderOut:
         reason = data.reason if data is not None else "customer"
         return order_out(await _orders(request).cancel(order_id, reason))
 
-    @post("/{order_id:str}/payment", operation_id="payOrder", status_code=200, summary="Record a payment")
+    @post(
+        "/{order_id:str}/payment",
+        operation_id="payOrder",
+        status_code=200,
+        summary="Record a payment",
+        responses=DATA_PLANE_PROBLEMS,
+    )
     async def pay_order(self, request: Request[Any, Any, Any], order_id: PathId, data: JSONBody[PaymentIn]) -> OrderOut:
         return order_out(await _orders(request).pay(order_id, data))
 
@@ -105,6 +148,7 @@ class BatchController(Controller):
 
     path = "/v1/orders:batch"
     tags = ("orders",)
+    security = BEARER
 
     @post(
         "/",
@@ -114,6 +158,7 @@ class BatchController(Controller):
         description="One result per order, in order: {status: 201, order} or {status, problem}. JSON or MessagePack.",
         dto=StrictBody[BatchIn],
         return_dto=None,
+        responses=problems(400, 401, 413, 415),
     )
     async def create_orders(
         self, request: Request[Any, Any, Any], data: Annotated[BatchIn, Body(description="up to 1000 orders")]
@@ -131,62 +176,78 @@ class BatchController(Controller):
 class CatalogController(Controller):
     path = "/v1"
     tags = ("control plane",)
+    security = BEARER
 
-    @put("/warehouses/{warehouse_id:str}", operation_id="putWarehouse")
+    @put("/warehouses/{warehouse_id:str}", operation_id="putWarehouse", responses=CONTROL_PLANE_PROBLEMS)
     async def put_warehouse(
         self, request: Request[Any, Any, Any], warehouse_id: PathId, data: JSONBody[WarehouseIn]
     ) -> WarehouseOut:
         return await _catalog(request).put_warehouse(warehouse_id, data)
 
-    @put("/dispatch/{region:str}", operation_id="putDispatch")
+    @put("/dispatch/{region:str}", operation_id="putDispatch", responses=CONTROL_PLANE_PROBLEMS)
     async def put_dispatch(
         self, request: Request[Any, Any, Any], region: PathId, data: JSONBody[DispatchIn]
     ) -> DispatchOut:
         return await _catalog(request).put_dispatch(region, data)
 
-    @get("/dispatch/{region:str}", operation_id="getDispatch")
+    @get("/dispatch/{region:str}", operation_id="getDispatch", responses=CONTROL_PLANE_PROBLEMS)
     async def get_dispatch(self, request: Request[Any, Any, Any], region: PathId) -> DispatchOut:
         return await _catalog(request).get_dispatch(region)
 
-    @put("/skus/{sku:str}", operation_id="putSku")
+    @put("/skus/{sku:str}", operation_id="putSku", responses=CONTROL_PLANE_PROBLEMS)
     async def put_sku(self, request: Request[Any, Any, Any], sku: PathId, data: JSONBody[SkuIn]) -> SkuOut:
         return await _catalog(request).put_sku(sku, data)
 
-    @get("/skus/{sku:str}", operation_id="getSku")
+    @get("/skus/{sku:str}", operation_id="getSku", responses=CONTROL_PLANE_PROBLEMS)
     async def get_sku(self, request: Request[Any, Any, Any], sku: PathId) -> SkuOut:
         return await _catalog(request).get_sku(sku)
 
-    @put("/stock/{sku:str}/{warehouse_id:str}", operation_id="setStock", summary="Stocktake (compare-and-set)")
+    @put(
+        "/stock/{sku:str}/{warehouse_id:str}",
+        operation_id="setStock",
+        summary="Stocktake (compare-and-set)",
+        responses=CONTROL_PLANE_PROBLEMS,
+    )
     async def set_stock(
         self, request: Request[Any, Any, Any], sku: PathId, warehouse_id: PathId, data: JSONBody[StockSetIn]
     ) -> StockLevelOut:
         return await _catalog(request).set_stock(sku, warehouse_id, data)
 
-    @post("/stock/{sku:str}/{warehouse_id:str}/adjustments", operation_id="adjustStock", status_code=200)
+    @post(
+        "/stock/{sku:str}/{warehouse_id:str}/adjustments",
+        operation_id="adjustStock",
+        status_code=200,
+        responses=CONTROL_PLANE_PROBLEMS,
+    )
     async def adjust_stock(
         self, request: Request[Any, Any, Any], sku: PathId, warehouse_id: PathId, data: JSONBody[AdjustmentIn]
     ) -> StockLevelOut:
         return await _catalog(request).adjust_stock(sku, warehouse_id, data)
 
-    @post("/stock/transfers", operation_id="transferStock", status_code=200)
+    @post("/stock/transfers", operation_id="transferStock", status_code=200, responses=CONTROL_PLANE_PROBLEMS)
     async def transfer_stock(self, request: Request[Any, Any, Any], data: JSONBody[TransferIn]) -> TransferOut:
         return await _catalog(request).transfer_stock(data)
 
-    @get("/stock/{sku:str}", operation_id="getStock")
+    @get("/stock/{sku:str}", operation_id="getStock", responses=CONTROL_PLANE_PROBLEMS)
     async def get_stock(self, request: Request[Any, Any, Any], sku: PathId) -> StockOut:
         return await _catalog(request).get_stock(sku)
 
-    @put("/blocklist/{customer_id:str}", operation_id="blockCustomer")
+    @put("/blocklist/{customer_id:str}", operation_id="blockCustomer", responses=CONTROL_PLANE_PROBLEMS)
     async def block_customer(
         self, request: Request[Any, Any, Any], customer_id: PathId, data: JSONBody[BlockIn]
     ) -> BlockOut:
         return await _catalog(request).block(customer_id, data)
 
-    @post("/blocklist/{customer_id:str}/unblock", operation_id="unblockCustomer", status_code=200)
+    @post(
+        "/blocklist/{customer_id:str}/unblock",
+        operation_id="unblockCustomer",
+        status_code=200,
+        responses=CONTROL_PLANE_PROBLEMS,
+    )
     async def unblock_customer(self, request: Request[Any, Any, Any], customer_id: PathId) -> BlockOut:
         return await _catalog(request).unblock(customer_id)
 
-    @get("/blocklist/{customer_id:str}", operation_id="getBlock")
+    @get("/blocklist/{customer_id:str}", operation_id="getBlock", responses=CONTROL_PLANE_PROBLEMS)
     async def get_block(self, request: Request[Any, Any, Any], customer_id: PathId) -> BlockOut:
         return await _catalog(request).get_block(customer_id)
 

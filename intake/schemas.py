@@ -68,7 +68,7 @@ class BatchIn(RequestBody):
 
 class PaymentIn(RequestBody):
     payment_id: Identifier
-    amount: Annotated[int, msgspec.Meta(ge=0)]
+    amount: Annotated[int, msgspec.Meta(ge=0, le=PRICE_MAX * QTY_MAX * ORDER_ITEMS_MAX)]
     method: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
 
 

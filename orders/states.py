@@ -39,15 +39,22 @@ _TRANSITIONS: dict[tuple[OrderStatus, OrderEvent], OrderStatus] = {
     (OrderStatus.PENDING_PAYMENT, OrderEvent.CANCEL): OrderStatus.CANCELLED,
     (OrderStatus.PENDING_PAYMENT, OrderEvent.EXPIRE): OrderStatus.CANCELLED,
     (OrderStatus.PAID, OrderEvent.CANCEL): OrderStatus.CANCELLED,
-    # A payment after the hold expired pays the order again if its stock is still there.
+    # A payment after the hold expired pays the order again if its stock is still there;
+    # only an order cancelled for payment_timeout (see next_status).
     (OrderStatus.CANCELLED, OrderEvent.PAY): OrderStatus.PAID,
 }
 
 
-def next_status(status: OrderStatus, event: OrderEvent) -> OrderStatus:
-    """Where an event takes an order; InvalidTransition when it may not happen."""
+def next_status(status: OrderStatus, event: OrderEvent, cancel_reason: CancelReason | None = None) -> OrderStatus:
+    """Where an event takes an order; InvalidTransition when it may not happen.
+
+    cancel_reason is the reason a cancelled order was cancelled for: only an order
+    whose hold expired (payment_timeout) can still be paid.
+    """
     target = _TRANSITIONS.get((status, event))
     if target is None:
+        raise InvalidTransition(status, event)
+    if status is OrderStatus.CANCELLED and cancel_reason is not CancelReason.PAYMENT_TIMEOUT:
         raise InvalidTransition(status, event)
     return target
 

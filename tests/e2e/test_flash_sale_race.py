@@ -51,8 +51,12 @@ async def test_exactly_fifty_of_five_hundred_concurrent_buyers_get_the_fifty_uni
     ):
         base_url = f"http://127.0.0.1:{port}"
         await wait_ready(base_url, server, tmp_path / "serve.log")
-        serving = [child for child in psutil.Process(server.pid).children(recursive=True) if child.is_running()]
-        assert len(serving) >= 2, "the API must be served by at least two worker processes"
+        workers = [
+            child
+            for child in psutil.Process(server.pid).children(recursive=True)
+            if "spawn_main" in " ".join(child.cmdline())  # uvicorn's workers, not its resource tracker
+        ]
+        assert len(workers) == 2, "the API must be served by two worker processes"
         limits = httpx.Limits(max_connections=BUYERS, max_keepalive_connections=BUYERS)
         async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
             await seed_over_http(client)

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from intake.problems import ProblemError
 from intake.schemas import AdjustmentIn, PaymentIn, StockSetIn, TransferIn
 from intake.service import CatalogService, OrderService
-from orders.states import OrderEvent, OrderStatus, next_status
+from orders.states import CancelReason, OrderEvent, OrderStatus, next_status
 from persistence.database import connect
 from reservation.records import OrderRecord
 from reservation.store import RedisStore
@@ -202,9 +202,10 @@ async def run_scenario(services: Services, scenario: list[object]) -> None:
             documents = await check_against_orders(store, order_ids)
             for changed_id, document in documents.items():
                 before = statuses.get(changed_id)
-                if before is not None and before != document.status:
-                    assert next_status(OrderStatus(before), event_of(step)) == OrderStatus(document.status)
-                statuses[changed_id] = document.status
+                if before is not None and before[0] != document.status:
+                    reason = CancelReason(before[1]) if before[1] else None
+                    assert next_status(OrderStatus(before[0]), event_of(step), reason) == OrderStatus(document.status)
+                statuses[changed_id] = (document.status, document.cancel_reason)
         await drain(store, settings, services.database_url)
         await assert_ledger_matches(store, services.database_url, SKUS)
         connection = await connect(services.database_url)

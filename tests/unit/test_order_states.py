@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from orders.states import InvalidTransition, OrderEvent, OrderStatus, allowed_events, next_status
+from orders.states import CancelReason, InvalidTransition, OrderEvent, OrderStatus, allowed_events, next_status
 
 PENDING, PAID, CANCELLED = OrderStatus.PENDING_PAYMENT, OrderStatus.PAID, OrderStatus.CANCELLED
 
@@ -32,11 +32,12 @@ def test_the_enums_hold_exactly_the_documented_members() -> None:
 def test_every_status_and_event_gives_the_documented_outcome(status: OrderStatus, event: OrderEvent) -> None:
     expected = EXPECTED.get((status, event))
 
+    reason = CancelReason.PAYMENT_TIMEOUT if status is CANCELLED else None
     if expected is not None:
-        assert next_status(status, event) is expected
+        assert next_status(status, event, reason) is expected
         return
     with pytest.raises(InvalidTransition) as caught:
-        next_status(status, event)
+        next_status(status, event, reason)
     assert caught.value.status is status
     assert caught.value.event is event
     assert str(status) in str(caught.value)
@@ -46,9 +47,10 @@ def test_every_status_and_event_gives_the_documented_outcome(status: OrderStatus
 @pytest.mark.parametrize("status", list(OrderStatus))
 def test_allowed_events_are_exactly_the_events_next_status_accepts(status: OrderStatus) -> None:
     accepted = set()
+    reason = CancelReason.PAYMENT_TIMEOUT if status is CANCELLED else None
     for event in OrderEvent:
         try:
-            next_status(status, event)
+            next_status(status, event, reason)
         except InvalidTransition:
             continue
         accepted.add(event)
@@ -68,9 +70,16 @@ def test_every_status_is_reachable_from_pending_payment() -> None:
     while frontier:
         status = frontier.pop()
         for event in allowed_events(status):
-            target = next_status(status, event)
+            target = next_status(status, event, CancelReason.PAYMENT_TIMEOUT if status is CANCELLED else None)
             if target not in reached:
                 reached.add(target)
                 frontier.append(target)
 
     assert reached == set(OrderStatus)
+
+
+@pytest.mark.parametrize("reason", [None, CancelReason.CUSTOMER, CancelReason.MERCHANT])
+def test_only_an_order_cancelled_for_payment_timeout_can_still_be_paid(reason: CancelReason | None) -> None:
+    with pytest.raises(InvalidTransition):
+        next_status(CANCELLED, OrderEvent.PAY, reason)
+    assert next_status(CANCELLED, OrderEvent.PAY, CancelReason.PAYMENT_TIMEOUT) is PAID
