@@ -41,7 +41,7 @@ from intake.service import CatalogService, OrderService, Placed
 from intake.views import order_out
 
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
-BEARER = ({"bearer": []},)
+BEARER: tuple[dict[str, list[str]], ...] = ({"bearer": []},)
 
 
 def problems(*statuses: int) -> dict[int, ResponseSpec]:
