@@ -1,0 +1,661 @@
+"""End-to-end benchmark: rushgate against a bare-Litestar ceiling and a Postgres row-lock floor, in one run.
+
+``python -m benchmarks.e2e [--duration 20] [--rounds 3] [--workers 2] [--connections 64]
+[--server uvicorn|granian] [--skip-bare] [--skip-rowlock] [--skip-batch] [--skip-openloop]
+[--skip-expiry] [--json PATH]``
+
+Starts embedded Redis (valkey, AOF everysec) and Postgres (fsync on), migrates, and runs
+`rushgate serve --workers N`, `rushgate persister` and `rushgate sweeper`, plus the two
+comparison apps (benchmarks/apps) under the same ASGI server and worker count. Then:
+
+1. closed loop: wrk (benchmarks/wrk/orders.lua, fresh idempotency keys, one hot SKU) drives
+   the apps alternately, every app once per round, the order rotating between rounds; the
+   persister's backlog is sampled during every rushgate run and its drain timed after it;
+2. batch intake: POST /v1/orders:batch with 100 orders per request (skipped when absent);
+3. open loop: benchmarks.openloop at 80 % of rushgate's mean closed-loop rate;
+4. expiry: 100,000 holds reach their deadlines (spread at rushgate's closed-loop rate), the
+   sweeper process releases them.
+
+It prints req/s, both ratios, latencies, non-2xx counts, persister lag and release lag.
+Load generator and servers share the machine: compare ratios from one run, not absolute
+figures from different runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import msgspec
+
+from benchmarks.backlog import BacklogSampler, drain_seconds
+from benchmarks.expiry import run_expiry_phase
+from benchmarks.harness import (
+    SERVERS,
+    Child,
+    HarnessError,
+    asgi_server_argv,
+    http_request,
+    python_module,
+    wait_ready,
+)
+from benchmarks.load import BATCH_SCRIPT, ORDERS_SCRIPT, find_wrk, run_open_loop, run_wrk
+from reservation.store import RedisStore, connect
+from rushgate.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from rushgate.settings import Settings
+
+HOT_SKU = "hot"
+EXPIRY_SKU = "expiry"
+STOCK_ON_HAND = 1_000_000_000
+ROWLOCK_DATABASE = "rowlock"
+TARGET_BARE_RATIO = 0.85
+TARGET_ROWLOCK_RATIO = 10.0
+TARGET_P99_MS = 10.0
+TARGET_BACKLOG_S = 1.0
+TARGET_RELEASE_LAG_MS = 1000.0
+OPEN_LOOP_FRACTION = 0.8
+APP_NAMES = ("bare", "rushgate", "rowlock")
+
+
+@dataclass
+class App:
+    name: str
+    child: Child
+    base_url: str
+    command: list[str]
+    ready_path: str
+
+
+@dataclass
+class Environment:
+    """Everything started for one harness run."""
+
+    data_dir: Path
+    redis_url: str
+    database_url: str
+    gateway_token: str
+    admin_token: str
+    child_env: dict[str, str]
+    apps: dict[str, App] = field(default_factory=dict)
+    workers: list[Child] = field(default_factory=list)
+    rushgate_command_note: str = ""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.e2e", description=(__doc__ or "").split("\n\n")[0].strip()
+    )
+    parser.add_argument("--duration", type=int, default=20, help="seconds per closed-loop run (default 20)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds, every app once per round (3)")
+    parser.add_argument("--workers", type=int, default=2, help="ASGI worker processes per app (default 2)")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    parser.add_argument("--server", choices=SERVERS, default="uvicorn", help="ASGI server for every app")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of wrk per app before the rounds (2)")
+    parser.add_argument("--batch-duration", type=int, default=None, help="seconds of batch intake (--duration)")
+    parser.add_argument("--batch-size", type=int, default=100, help="orders per batch request (default 100)")
+    parser.add_argument("--openloop-duration", type=float, default=15.0, help="open-loop seconds (default 15)")
+    parser.add_argument("--openloop-connections", type=int, default=128, help="open-loop connections (128)")
+    parser.add_argument("--openloop-fraction", type=float, default=OPEN_LOOP_FRACTION, help="of peak (0.8)")
+    parser.add_argument("--expiry-holds", type=int, default=100_000, help="holds in the expiry phase (100000)")
+    parser.add_argument(
+        "--expiry-spread",
+        type=float,
+        default=None,
+        help="seconds the deadlines span; 0: one burst (default: holds / rushgate's closed-loop rate)",
+    )
+    parser.add_argument("--drain-timeout", type=float, default=300.0, help="max seconds to wait for the persister")
+    for phase in ("bare", "rowlock", "batch", "openloop", "expiry"):
+        parser.add_argument(f"--skip-{phase}", action="store_true", help=f"skip the {phase} part")
+    parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON to PATH ('-': stdout)")
+    parser.add_argument("--keep-data", action="store_true", help="keep the servers' data and logs")
+    return parser
+
+
+# -- start-up -------------------------------------------------------------------------------------
+
+
+def _base_env() -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("RUSHGATE_")}
+    python_path = [str(Path(__file__).resolve().parents[1]), *filter(None, [env.get("PYTHONPATH")])]
+    env["PYTHONPATH"] = os.pathsep.join(python_path)
+    return env
+
+
+async def _prepare_databases(database_url: str) -> str:
+    """Migrate rushgate's database and create the row-lock app's own; returns the latter's URL."""
+    from persistence.database import connect as connect_postgres
+    from persistence.database import migrate
+
+    await migrate(database_url)
+    connection = await connect_postgres(database_url)
+    try:
+        await connection.execute(f"CREATE DATABASE {ROWLOCK_DATABASE}")
+    finally:
+        await connection.close()
+    return database_url.rsplit("/", 1)[0] + f"/{ROWLOCK_DATABASE}"
+
+
+def _settings_know(field_name: str) -> bool:
+    return field_name in {item.name for item in msgspec.structs.fields(Settings)}
+
+
+def _rushgate_command(server: str, port: int, workers: int) -> tuple[list[str], dict[str, str], str]:
+    """(argv, extra env, note) for rushgate under the chosen server."""
+    serve = python_module("rushgate", "serve", "--port", str(port), "--workers", str(workers))
+    if server == "uvicorn":
+        return serve, {}, "rushgate serve"
+    if _settings_know("server"):
+        return serve, {"RUSHGATE_SERVER": server}, f"rushgate serve with RUSHGATE_SERVER={server}"
+    argv = asgi_server_argv(
+        server, "rushgate.asgi:create_app_from_environment", port=port, workers=workers, factory=True
+    )
+    return argv, {}, f"{server} on rushgate.asgi (this rushgate has no server setting)"
+
+
+def _start_app(
+    stack: ExitStack, environment: Environment, name: str, argv: list[str], env: dict[str, str], ready_path: str
+) -> App:
+    log = environment.data_dir / "logs" / f"{name}.log"
+    child = Child(name, argv, env, log).start()
+    stack.callback(child.stop)
+    port = int(argv[argv.index("--port") + 1])
+    app = App(name, child, f"http://127.0.0.1:{port}", argv, ready_path)
+    environment.apps[name] = app
+    return app
+
+
+def start_everything(stack: ExitStack, arguments: argparse.Namespace, data_dir: Path) -> Environment:
+    (data_dir / "logs").mkdir(parents=True, exist_ok=True)
+    print(f"starting embedded Redis and Postgres under {data_dir}", flush=True)
+    redis_server = EmbeddedRedis(data_dir / "redis").start()
+    stack.callback(redis_server.stop)
+    postgres_server = EmbeddedPostgres(data_dir / "postgres").start()
+    stack.callback(postgres_server.stop)
+    rowlock_url = asyncio.run(_prepare_databases(postgres_server.url))
+
+    admin_token, gateway_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    base = _base_env()
+    rushgate_env = {
+        **base,
+        "REDIS_URL": redis_server.url,
+        "DATABASE_URL": postgres_server.url,
+        "RUSHGATE_ADMIN_TOKEN": admin_token,
+        "RUSHGATE_GATEWAY_TOKEN": gateway_token,
+        "RUSHGATE_LOG_LEVEL": "WARNING",
+    }
+    environment = Environment(
+        data_dir, redis_server.url, postgres_server.url, gateway_token, admin_token, child_env=base
+    )
+    for command in ("persister", "sweeper"):
+        child = Child(command, python_module("rushgate", command), rushgate_env, data_dir / "logs" / f"{command}.log")
+        stack.callback(child.start().stop)
+        environment.workers.append(child)
+
+    server, workers = arguments.server, arguments.workers
+    argv, extra_env, note = _rushgate_command(server, free_port(), workers)
+    environment.rushgate_command_note = note
+    _start_app(stack, environment, "rushgate", argv, {**rushgate_env, **extra_env}, "/readyz")
+    if not arguments.skip_bare:
+        bare_argv = asgi_server_argv(server, "benchmarks.apps.bare:app", port=free_port(), workers=workers)
+        _start_app(stack, environment, "bare", bare_argv, base, "/healthz")
+    if not arguments.skip_rowlock:
+        rowlock_argv = asgi_server_argv(server, "benchmarks.apps.rowlock:app", port=free_port(), workers=workers)
+        rowlock_env = {**base, "ROWLOCK_DATABASE_URL": rowlock_url, "ROWLOCK_SEED": f"{HOT_SKU}:{STOCK_ON_HAND}"}
+        _start_app(stack, environment, "rowlock", rowlock_argv, rowlock_env, "/healthz")
+
+    print(f"starting {', '.join(environment.apps)} ({server}, {workers} workers each)", flush=True)
+    for app in environment.apps.values():
+        headers = wait_ready(app.child, app.base_url + app.ready_path)
+        _check_server(app, headers, server)
+    for child in environment.workers:
+        child.check_alive()
+    seed_catalog(environment.apps["rushgate"].base_url, admin_token)
+    return environment
+
+
+def _check_server(app: App, headers: dict[str, str], server: str) -> None:
+    """The app must really run under the chosen server (uvicorn and granian name themselves)."""
+    answered_by = headers.get("server", "")
+    if answered_by and answered_by != server:
+        raise HarnessError(f"{app.name} answered from server {answered_by!r}, expected {server!r}: {app.command}")
+
+
+def seed_catalog(base_url: str, admin_token: str) -> None:
+    """One region, one warehouse, the hot SKU and the expiry SKU with huge stock, via the admin API."""
+    headers = {"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"}
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("/v1/warehouses/w1", {"region": "eu", "name": "Benchmark warehouse"}),
+        ("/v1/dispatch/eu", {"warehouses": ["w1"]}),
+    ]
+    for sku in (HOT_SKU, EXPIRY_SKU):
+        calls.append((f"/v1/skus/{sku}", {"name": f"Product {sku}", "merchant_id": "m1", "price": 49_900,
+                                          "currency": "EUR"}))  # fmt: skip
+        calls.append((f"/v1/stock/{sku}/w1", {"on_hand": STOCK_ON_HAND}))
+    for path, body in calls:
+        status, _, answer = http_request("PUT", base_url + path, json.dumps(body).encode(), headers)
+        if status != 200:
+            raise HarnessError(f"seeding PUT {path} answered {status}: {answer[:300]!r}")
+
+
+# -- phases ------------------------------------------------------------------------------------------
+
+
+def _rotation(names: list[str], round_index: int) -> list[str]:
+    shift = round_index % len(names)
+    return names[shift:] + names[:shift]
+
+
+class Phases:
+    def __init__(self, environment: Environment, arguments: argparse.Namespace, store: RedisStore) -> None:
+        self.environment = environment
+        self.arguments = arguments
+        self.store = store
+        self.run_id = secrets.token_hex(4)
+        self.runs = 0
+
+    def _wrk_env(self, **extra: str) -> dict[str, str]:
+        self.runs += 1
+        return {
+            **self.environment.child_env,
+            "GATEWAY_TOKEN": self.environment.gateway_token,
+            "SKU": HOT_SKU,
+            "RUN_ID": f"{self.run_id}r{self.runs}",
+            **extra,
+        }
+
+    def _check_children(self) -> None:
+        for app in self.environment.apps.values():
+            app.child.check_alive()
+        for child in self.environment.workers:
+            child.check_alive()
+
+    async def closed_loop_run(self, name: str, duration_s: int) -> dict[str, Any]:
+        app = self.environment.apps[name]
+        arguments = self.arguments
+        sampler = BacklogSampler(self.store) if name == "rushgate" else None
+        if sampler is not None:
+            sampler.start()
+        result = await run_wrk(
+            ORDERS_SCRIPT, app.base_url, duration_s=duration_s, connections=arguments.connections,
+            threads=arguments.threads, env=self._wrk_env(),
+        )  # fmt: skip
+        if sampler is not None:
+            samples = await sampler.stop()
+            result["persister"] = samples.summary(result["ok_rate"])
+            result["persister"]["drain_s"] = await drain_seconds(self.store, arguments.drain_timeout)
+        self._check_children()
+        return result
+
+    async def closed_loop(self) -> dict[str, Any]:
+        arguments = self.arguments
+        names = [name for name in APP_NAMES if name in self.environment.apps]
+        print(f"warm-up: {arguments.warmup}s of wrk per app", flush=True)
+        for name in names:
+            await self.closed_loop_run(name, arguments.warmup)
+        rounds: list[dict[str, Any]] = []
+        for round_index in range(arguments.rounds):
+            results: dict[str, Any] = {}
+            for name in _rotation(names, round_index):
+                result = await self.closed_loop_run(name, arguments.duration)
+                results[name] = result
+                print(f"  round {round_index + 1}: {name:8} {_closed_loop_line(result)}", flush=True)
+            rounds.append(results)
+        return {"rounds": rounds, "summary": summarize_closed_loop(rounds, names)}
+
+    async def batch(self) -> dict[str, Any]:
+        arguments = self.arguments
+        base_url = self.environment.apps["rushgate"].base_url
+        probe = {"orders": [{"idempotency_key": f"probe-{self.run_id}", "customer_id": "probe", "region": "eu",
+                             "order_type": "flash", "items": [{"sku": HOT_SKU, "qty": 1}]}]}  # fmt: skip
+        headers = {"Authorization": f"Bearer {self.environment.gateway_token}", "Content-Type": "application/json"}
+        status, _, body = http_request("POST", base_url + "/v1/orders:batch", json.dumps(probe).encode(), headers)
+        if status in (404, 405):
+            return {"skipped": f"POST /v1/orders:batch answered {status}: the batch endpoint is not there"}
+        if not 200 <= status < 300:
+            return {"skipped": f"POST /v1/orders:batch probe answered {status}: {body[:300]!r}"}
+        duration_s = arguments.batch_duration or arguments.duration
+        sampler = BacklogSampler(self.store)
+        sampler.start()
+        result = await run_wrk(
+            BATCH_SCRIPT, base_url, duration_s=duration_s, connections=arguments.connections,
+            threads=arguments.threads, env=self._wrk_env(ORDERS_PER_REQUEST=str(arguments.batch_size)),
+        )  # fmt: skip
+        samples = await sampler.stop()
+        result["orders_rate"] = result["accepted_orders"] / result["duration_s"]
+        result["persister"] = samples.summary(result["orders_rate"])
+        result["persister"]["drain_s"] = await drain_seconds(self.store, arguments.drain_timeout)
+        self._check_children()
+        return result
+
+    async def open_loop(self, peak_rate: float) -> dict[str, Any]:
+        arguments = self.arguments
+        rate = peak_rate * arguments.openloop_fraction
+        sampler = BacklogSampler(self.store)
+        sampler.start()
+        self.runs += 1
+        result = await run_open_loop(
+            self.environment.apps["rushgate"].base_url + "/v1/orders",
+            token=self.environment.gateway_token, rate=rate, duration_s=arguments.openloop_duration,
+            warmup_s=2.0, connections=arguments.openloop_connections, run_id=f"{self.run_id}o{self.runs}",
+            env=self.environment.child_env,
+        )  # fmt: skip
+        samples = await sampler.stop()
+        result["peak_rate"] = peak_rate
+        result["fraction_of_peak"] = arguments.openloop_fraction
+        result["persister"] = samples.summary(rate)
+        result["persister"]["drain_s"] = await drain_seconds(self.store, arguments.drain_timeout)
+        self._check_children()
+        return result
+
+    async def expiry(self, spread_s: float) -> dict[str, Any]:
+        arguments = self.arguments
+        result = await run_expiry_phase(
+            self.store, run_id=self.run_id, sku=EXPIRY_SKU, holds=arguments.expiry_holds, spread_s=spread_s
+        )
+        self._check_children()
+        return result
+
+
+def summarize_closed_loop(rounds: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    summary: dict[str, Any] = {"apps": {}}
+    for name in names:
+        runs = [results[name] for results in rounds]
+        summary["apps"][name] = {
+            "rate_mean": statistics.fmean(run["rate"] for run in runs),
+            "rate_per_round": [run["rate"] for run in runs],
+            **{key: statistics.median(run[key] for run in runs) for key in ("p50_ms", "p99_ms", "p999_ms", "max_ms")},
+            "non_2xx": sum(run["non_2xx"] for run in runs),
+            "socket_errors": sum(run["socket_errors"] for run in runs),
+            "requests": sum(run["requests"] for run in runs),
+        }
+    apps = summary["apps"]
+    for other, key in (("bare", "rushgate_over_bare"), ("rowlock", "rushgate_over_rowlock")):
+        if other in apps:
+            summary[key] = apps["rushgate"]["rate_mean"] / apps[other]["rate_mean"]
+            summary[f"{key}_per_round"] = [results["rushgate"]["rate"] / results[other]["rate"] for results in rounds]
+    persister = [results["rushgate"]["persister"] for results in rounds]
+    drains = [item["drain_s"] for item in persister]
+    summary["persister"] = {
+        "entries_max": max(item["entries_max"] for item in persister),
+        "seconds_of_orders_max": max(item["seconds_of_orders_max"] or 0 for item in persister),
+        "oldest_age_ms_max": max(item["oldest_age_ms_max"] for item in persister),
+        "drain_s_max": None if None in drains else max(drains),
+    }
+    return summary
+
+
+async def run_phases(environment: Environment, arguments: argparse.Namespace) -> dict[str, Any]:
+    client = connect(environment.redis_url, pool_size_max=8, timeout_ms=10_000)
+    store = RedisStore(client)
+    report: dict[str, Any] = {}
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    for signal_number in (signal.SIGINT, signal.SIGTERM):  # cancel cleanly instead of raising mid-await
+        loop.add_signal_handler(signal_number, main_task.cancel)
+    try:
+        phases = Phases(environment, arguments, store)
+        print(f"closed loop: {arguments.rounds} round(s) of {arguments.duration}s per app", flush=True)
+        report["closed_loop"] = await phases.closed_loop()
+        peak = report["closed_loop"]["summary"]["apps"]["rushgate"]["rate_mean"]
+        if arguments.skip_batch:
+            report["batch"] = {"skipped": "--skip-batch"}
+        else:
+            print("batch intake", flush=True)
+            report["batch"] = await phases.batch()
+        if arguments.skip_openloop:
+            report["open_loop"] = {"skipped": "--skip-openloop"}
+        else:
+            print(f"open loop: {arguments.openloop_fraction:.0%} of {peak:,.0f} req/s", flush=True)
+            report["open_loop"] = await phases.open_loop(peak)
+        if arguments.skip_expiry:
+            report["expiry"] = {"skipped": "--skip-expiry"}
+        else:
+            # By default the holds expire at the rate rushgate took them in: a sale at peak, nobody paying.
+            spread_s = arguments.expiry_spread if arguments.expiry_spread is not None else arguments.expiry_holds / peak
+            print(f"expiry: {arguments.expiry_holds:,} holds, deadlines over {spread_s:.1f} s", flush=True)
+            report["expiry"] = await phases.expiry(spread_s)
+    finally:
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signal_number)
+        await client.aclose(close_connection_pool=True)
+    return report
+
+
+# -- report ------------------------------------------------------------------------------------------
+
+
+def _closed_loop_line(run: dict[str, Any]) -> str:
+    line = (
+        f"{run['rate']:>9,.0f} req/s  p50 {run['p50_ms']:6.2f}  p99 {run['p99_ms']:6.2f}  "
+        f"p99.9 {run['p999_ms']:6.2f} ms  non-2xx {run['non_2xx']}  socket errors {run['socket_errors']}"
+    )
+    persister = run.get("persister")
+    if persister:
+        drain = persister["drain_s"]
+        line += (
+            f"  | persister backlog max {persister['entries_max']:,} ({persister['seconds_of_orders_max'] or 0:.2f} s "
+            f"of orders), oldest {persister['oldest_age_ms_max'] / 1000:.2f} s, drained in "
+            + ("TIMEOUT" if drain is None else f"{drain:.2f} s")
+        )
+    return line
+
+
+def _verdict(value: float | None, target: float, *, at_least: bool) -> str:
+    if value is None:
+        return "n/a"
+    met = value >= target if at_least else value <= target
+    return "met" if met else "MISSED"
+
+
+def render(report: dict[str, Any]) -> str:
+    config = report["config"]
+    lines = [
+        "",
+        "rushgate end-to-end benchmark",
+        f"  machine: {config['cpus']} CPUs, {config['platform']}, Python {config['python']}",
+        f"  server: {config['server']} (uvloop{', httptools' if config['server'] == 'uvicorn' else ', HTTP/1'}), "
+        f"{config['workers']} workers per app; rushgate as {config['rushgate_command']}",
+        f"  load: wrk -t{config['threads']} -c{config['connections']}, {config['duration']} s per run, "
+        f"{config['rounds']} round(s), warm-up {config['warmup']} s; one hot SKU, fresh idempotency keys",
+        "  Redis AOF appendfsync everysec; Postgres fsync on, synchronous_commit on (defaults)",
+    ]
+    closed = report["closed_loop"]
+    summary = closed["summary"]
+    apps = summary["apps"]
+    lines += ["", "closed loop (wrk), req/s per round:"]
+    names = list(apps)
+    lines.append("  round " + "".join(f"{name:>12}" for name in names))
+    for index, results in enumerate(closed["rounds"], start=1):
+        lines.append(f"  {index:<5} " + "".join(f"{results[name]['rate']:>12,.0f}" for name in names))
+    lines.append("  mean  " + "".join(f"{apps[name]['rate_mean']:>12,.0f}" for name in names))
+    lines += ["", "latency (wrk, closed loop; median over rounds), ms:"]
+    lines.append(
+        f"  {'app':10}{'p50':>9}{'p99':>9}{'p99.9':>9}{'max':>9}{'non-2xx':>10}{'sock err':>10}{'requests':>11}"
+    )
+    for name in names:
+        app = apps[name]
+        lines.append(
+            f"  {name:10}{app['p50_ms']:9.2f}{app['p99_ms']:9.2f}{app['p999_ms']:9.2f}{app['max_ms']:9.2f}"
+            f"{app['non_2xx']:>10,}{app['socket_errors']:>10,}{app['requests']:>11,}"
+        )
+    lines.append("")
+    for key, label, target in (
+        ("rushgate_over_bare", "rushgate/bare   ", TARGET_BARE_RATIO),
+        ("rushgate_over_rowlock", "rushgate/rowlock", TARGET_ROWLOCK_RATIO),
+    ):
+        if key in summary:
+            per_round = ", ".join(f"{value:.2f}" for value in summary[f"{key}_per_round"])
+            lines.append(
+                f"ratio {label} {summary[key]:6.2f}  (target >= {target:g}: "
+                f"{_verdict(summary[key], target, at_least=True)}; per round {per_round})"
+            )
+    persister = summary["persister"]
+    drain = persister["drain_s_max"]
+    lines.append(
+        f"persister during rushgate runs: backlog max {persister['entries_max']:,} entries = "
+        f"{persister['seconds_of_orders_max']:.2f} s of orders at the measured rate (target < {TARGET_BACKLOG_S:g} s: "
+        f"{_verdict(persister['seconds_of_orders_max'], TARGET_BACKLOG_S, at_least=False)}); oldest unpersisted "
+        f"entry max {persister['oldest_age_ms_max'] / 1000:.2f} s; drained "
+        + ("TIMEOUT" if drain is None else f"{drain:.2f} s after the run (worst round)")
+    )
+    lines += ["", *_render_batch(report["batch"]), *_render_open_loop(report["open_loop"])]
+    lines += _render_expiry(report["expiry"])
+    lines.append(f"\ntotal {report['elapsed_s']:.0f} s; logs and data: {report['data_dir']}")
+    return "\n".join(lines)
+
+
+def _render_batch(batch: dict[str, Any]) -> list[str]:
+    if "skipped" in batch:
+        return [f"batch intake: skipped ({batch['skipped']})"]
+    persister = batch["persister"]
+    drain = persister["drain_s"]
+    backlog_s = persister["seconds_of_orders_max"] or 0
+    oldest_s = persister["oldest_age_ms_max"] / 1000
+    return [
+        f"batch intake ({batch['orders_per_request']} orders per request): {batch['orders_rate']:,.0f} orders/s "
+        f"accepted (target >= 100,000), {batch['rate']:,.0f} req/s; request p50 {batch['p50_ms']:.2f}  "
+        f"p99 {batch['p99_ms']:.2f}  p99.9 {batch['p999_ms']:.2f} ms; non-2xx {batch['non_2xx']}, "
+        f"socket errors {batch['socket_errors']}",
+        f"  persister: backlog max {persister['entries_max']:,} entries ({backlog_s:.2f} s of orders), "
+        f"oldest {oldest_s:.2f} s; " + ("drain TIMEOUT" if drain is None else f"drained {drain:.2f} s after"),
+    ]
+
+
+def _render_open_loop(result: dict[str, Any]) -> list[str]:
+    if "skipped" in result:
+        return [f"open loop: skipped ({result['skipped']})"]
+    latency, service, lag = result["latency_ms"], result["service_time_ms"], result["send_lag_ms"]
+    verdict = _verdict(latency["p99"], TARGET_P99_MS, at_least=False)
+    return [
+        f"open loop: {result['rate_target']:,.0f} req/s ({result['fraction_of_peak']:.0%} of "
+        f"{result['peak_rate']:,.0f}) for {result['duration_s']:g} s over {result['connections']} connections; "
+        f"{result['requests_completed']:,} completed of {result['requests_scheduled']:,}, non-2xx "
+        f"{result['non_2xx']}, connection errors {result['connection_errors']}, unfinished {result['unfinished']}",
+        f"  latency from intended send: p50 {latency['p50']:.2f}  p99 {latency['p99']:.2f}  "
+        f"p99.9 {latency['p999']:.2f}  max {latency['max']:.2f} ms (target p99 <= {TARGET_P99_MS:g} ms: {verdict})",
+        f"  service time: p50 {service['p50']:.2f}  p99 {service['p99']:.2f} ms; send lag p99 {lag['p99']:.2f}  "
+        f"max {lag['max']:.2f} ms; the generator used {result['generator_cpu_fraction']:.0%} of a CPU",
+    ]
+
+
+def _render_expiry(result: dict[str, Any]) -> list[str]:
+    if "skipped" in result:
+        return [f"expiry: skipped ({result['skipped']})"]
+    lag = result["lag_ms"]
+    swept = result["swept_s_after_last_deadline"]
+    worst = lag["max"] if lag["max"] is not None else float("nan")
+    verdict = _verdict(lag["max"], TARGET_RELEASE_LAG_MS, at_least=False)
+    return [
+        f"expiry: {result['holds']:,} holds created in {result['creation_s']:.1f} s, deadlines over "
+        f"{result['spread_s']:.1f} s ({result['holds'] / max(result['spread_s'], 0.001):,.0f} per s), "
+        f"{result['outstanding_at_first_deadline']:,} holds outstanding at the first deadline",
+        f"  release lag (updated_ms - expires_ms): p50 {lag['p50']:.0f}  p99 {lag['p99']:.0f}  "
+        f"p99.9 {lag['p999']:.0f}  max {worst:.0f} ms (target max <= {TARGET_RELEASE_LAG_MS:g} ms: {verdict})",
+        f"  released {result['released']:,}, not released {result['not_released']:,}, released early "
+        f"{result['released_early']}, created after their deadline {result['created_late']}; "
+        + ("sweep TIMEOUT" if swept is None else f"last one released {swept:.2f} s after the last deadline"),
+    ]
+
+
+# -- main --------------------------------------------------------------------------------------------
+
+
+def _interrupt(signal_number: int, _: object) -> NoReturn:
+    raise KeyboardInterrupt(f"signal {signal_number}")
+
+
+@contextlib.contextmanager
+def _data_dir(keep: bool) -> Iterator[Path]:
+    """A fresh directory for the servers' data and the logs; kept with --keep-data or when the harness failed."""
+    path = Path(tempfile.mkdtemp(prefix="rushgate-bench-"))
+    failed = False
+    try:
+        yield path
+    except HarnessError:
+        failed = True
+        raise
+    finally:
+        if keep or failed:
+            print(f"servers' data and logs kept in {path}", file=sys.stderr)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    if arguments.rounds < 1 or arguments.duration < 1 or arguments.workers < 1 or arguments.connections < 1:
+        print("benchmarks.e2e: --rounds, --duration, --workers and --connections must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        find_wrk()
+    except HarnessError as error:
+        print(f"benchmarks.e2e: {error}", file=sys.stderr)
+        return 2
+    if not _importable(arguments.server):
+        print(f"benchmarks.e2e: {arguments.server} is not installed in this environment", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _interrupt)
+    started = time.monotonic()
+    try:
+        with _data_dir(arguments.keep_data) as data_dir, ExitStack() as stack:
+            environment = start_everything(stack, arguments, data_dir)
+            report = asyncio.run(run_phases(environment, arguments))
+            report["config"] = {
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(terse=True),
+                "python": platform.python_version(),
+                "server": arguments.server,
+                "workers": arguments.workers,
+                "connections": arguments.connections,
+                "threads": arguments.threads,
+                "duration": arguments.duration,
+                "rounds": arguments.rounds,
+                "warmup": arguments.warmup,
+                "rushgate_command": environment.rushgate_command_note,
+                "commands": {name: app.command for name, app in environment.apps.items()},
+            }
+            report["data_dir"] = str(data_dir) if arguments.keep_data else "(removed)"
+            print("stopping every process", flush=True)
+        report["elapsed_s"] = time.monotonic() - started
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("\nbenchmarks.e2e: interrupted; every child process was stopped", file=sys.stderr)
+        return 130
+    except HarnessError as error:
+        print(f"\nbenchmarks.e2e: {error}", file=sys.stderr)
+        return 1
+    if arguments.json:
+        text = json.dumps(report, indent=2)
+        if arguments.json == "-":
+            print(text)
+        else:
+            Path(arguments.json).write_text(text + "\n")
+    print(render(report))
+    return 0
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

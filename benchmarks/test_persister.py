@@ -1,0 +1,78 @@
+"""The persister's Postgres side: decoding stream entries and one write_events of 1000 events."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import asyncpg
+import pytest
+from pytest_benchmark.fixture import BenchmarkFixture
+
+from benchmarks.support import order_requests, reserve, run
+from persistence.writer import Event, decode_entry, write_events
+from reservation.outcomes import ReserveCode
+from reservation.store import RedisStore, StreamEntry
+from tests.conftest import TABLES, ManualClock
+
+EVENTS = 1000
+RESERVE_CALL_ORDERS = 100
+
+
+@pytest.fixture
+def order_created_entries(
+    loop: asyncio.AbstractEventLoop, store: RedisStore, hot_sku: str, clock: ManualClock
+) -> list[StreamEntry]:
+    """1000 order_created entries, as reserve.lua appended them to the stream."""
+    numbers = itertools.count()
+
+    async def create() -> list[StreamEntry]:
+        for _ in range(EVENTS // RESERVE_CALL_ORDERS):
+            results = await reserve(store, order_requests(hot_sku, clock(), numbers, RESERVE_CALL_ORDERS), clock())
+            assert {result.code for result in results} == {ReserveCode.ACCEPTED}
+        raw = await store.client.xrange(store.keys.stream)
+        entries = [StreamEntry(entry_id.decode(), fields) for entry_id, fields in raw]
+        return [entry for entry in entries if entry.fields[b"k"] == b"order_created"]
+
+    entries = run(loop, create())
+    assert len(entries) == EVENTS
+    return entries
+
+
+def test_decode_1000_stream_entries(
+    benchmark: BenchmarkFixture, store: RedisStore, order_created_entries: list[StreamEntry]
+) -> None:
+    """decode_entry() of 1000 order_created stream entries (msgpack order documents and movements)."""
+    partition = store.keys.partition
+
+    def decode_all() -> list[Event]:
+        return [decode_entry(partition, entry.entry_id, entry.fields) for entry in order_created_entries]
+
+    events = benchmark(decode_all)
+
+    assert len(events) == EVENTS
+
+
+def test_write_events_batch_of_1000(
+    benchmark: BenchmarkFixture,
+    loop: asyncio.AbstractEventLoop,
+    store: RedisStore,
+    order_created_entries: list[StreamEntry],
+    postgres_connection: asyncpg.Connection,
+) -> None:
+    """write_events() of 1000 decoded order_created events: one transaction into emptied tables."""
+    partition = store.keys.partition
+    events = [decode_entry(partition, entry.entry_id, entry.fields) for entry in order_created_entries]
+
+    def setup() -> tuple[tuple[()], dict[str, Any]]:
+        run(loop, postgres_connection.execute(f"TRUNCATE {TABLES}"))
+        return (), {}
+
+    def write() -> None:
+        run(loop, write_events(postgres_connection, events))
+
+    benchmark.pedantic(write, setup=setup, rounds=20, warmup_rounds=1)
+
+    rows = run(loop, postgres_connection.fetchval("SELECT count(*) FROM orders"))
+    assert rows == EVENTS
