@@ -267,6 +267,22 @@ class RedisStore:
             for warehouse_id, values in sorted(counters.items())
         }
 
+    async def stocked_skus(self) -> list[str]:
+        """Every SKU with a stock hash, found by SCAN (for reconciliation, not the hot path)."""
+        prefix = self.keys.stock("")
+        found = [key.decode()[len(prefix) :] async for key in self.client.scan_iter(match=f"{prefix}*", count=1000)]
+        return sorted(found)
+
+    async def live_holds(self, *, chunk_size: int = 1000) -> dict[str, OrderRecord]:
+        """Every order in the expiry set, by id (orders awaiting payment)."""
+        order_ids = [member.decode() for member in await self.client.zrange(self.keys.expiry, 0, -1)]
+        holds: dict[str, OrderRecord] = {}
+        for start in range(0, len(order_ids), chunk_size):
+            for order in await self.get_orders(order_ids[start : start + chunk_size]):
+                if order is not None:
+                    holds[order.order_id] = order
+        return holds
+
     async def put_config(
         self,
         *,

@@ -43,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("persister", help="stream -> Postgres writer")
     commands.add_parser("sweeper", help="releases expired holds")
     commands.add_parser("migrate", help="apply the SQL migrations to DATABASE_URL")
+    reconcile = commands.add_parser(
+        "reconcile", help="drain the stream, compare Redis counters and live holds with the Postgres ledger"
+    )
+    reconcile.add_argument("--json", action="store_true", help="print the differences as JSON")
+    reconcile.add_argument("--fix", action="store_true", help="write movements that bring the ledger to Redis")
     return parser
 
 
@@ -65,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_serve(settings, environ)
         if arguments.command == "migrate":
             return run_migrate(settings)
+        if arguments.command == "reconcile":
+            return run_reconcile(settings, as_json=arguments.json, fix=arguments.fix)
         return run_worker(settings, arguments.command)
     except SettingsError as error:
         print(f"rushgate: invalid settings: {error}", file=sys.stderr)
@@ -122,6 +129,35 @@ def run_serve(settings: Settings, environ: dict[str, str]) -> int:
         timeout_graceful_shutdown=10,
     )
     return 0
+
+
+def run_reconcile(settings: Settings, *, as_json: bool, fix: bool) -> int:
+    """Exit 0 when nothing differs (or everything found was compensated), 1 otherwise, 3 if not drained."""
+    from rushgate.reconcile import NotDrained, reconcile, render_table
+    from rushgate.workers import open_store
+
+    require_services(settings)
+
+    async def work() -> int:
+        store = open_store(settings)
+        try:
+            await store.load_scripts()
+            report = await reconcile(store, settings, fix=fix)
+        except NotDrained as error:
+            print(f"rushgate reconcile: {error}", file=sys.stderr)
+            return 3
+        finally:
+            await store.client.aclose()
+        if as_json:
+            print(json.dumps({
+                "differences": [difference.as_dict() for difference in report.differences],
+                "compensated": [difference.as_dict() for difference in report.fixed],
+            }, indent=2))  # fmt: skip
+        else:
+            print(render_table(report))
+        return 1 if report.remaining else 0
+
+    return asyncio.run(work())
 
 
 def run_worker(settings: Settings, command: str) -> int:
