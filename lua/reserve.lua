@@ -46,7 +46,7 @@ Order document (msgpack array, 1-based here; mirrored by reservation.records.Ord
   1 order_id 2 status 3 customer_id 4 region 5 order_type 6 created_ms 7 expires_ms
   8 total 9 currency 10 lines {{sku, warehouse_id, qty, unit_price, merchant_id}, …}
   11 cancel_reason 12 payment_id 13 paid_amount 14 payment_method 15 paid_ms
-  16 refund_status 17 refund_amount 18 version 19 updated_ms 20 idempotency_key
+  16 refund_status 17 refund_amount 18 version 19 updated_ms 20 idempotency_key 21 fingerprint
 Stock hash fields per warehouse w: a:w available, r:w reserved, c:w committed, h:w on hand.
 Event fields: k kind, o order document, m movements {{sku, wh, kind, qty, d_a, d_r, d_c, d_h}}, t now_ms.
 ]]
@@ -150,7 +150,7 @@ local function hold_order(order, plan)
   local expires_ms = now_ms + order.hold_ttl_ms
   local document = {order.order_id, 'pending_payment', order.customer_id, order.region,
     order.order_type, now_ms, expires_ms, plan.total, plan.currency, lines,
-    '', '', 0, '', 0, '', 0, 1, now_ms, order.idempotency_key}
+    '', '', 0, '', 0, '', 0, 1, now_ms, order.idempotency_key, order.fingerprint}
   local packed = cmsgpack.pack(document)
   redis.call('SET', KEYS[order.order_index], packed)
   redis.call('ZADD', expiry_key, expires_ms, order.order_id)

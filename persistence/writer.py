@@ -113,11 +113,11 @@ ON CONFLICT DO NOTHING
 _UPSERT_ORDERS = """
 INSERT INTO orders (order_id, customer_id, region, order_type, status, cancel_reason, total, currency,
                     created_at, expires_at, payment_id, paid_amount, payment_method, paid_at,
-                    refund_status, refund_amount, idempotency_key, version, updated_at)
+                    refund_status, refund_amount, idempotency_key, version, updated_at, fingerprint)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
                      $8::text[], $9::timestamptz[], $10::timestamptz[], $11::text[], $12::bigint[], $13::text[],
                      $14::timestamptz[], $15::text[], $16::bigint[], $17::text[], $18::integer[],
-                     $19::timestamptz[])
+                     $19::timestamptz[], $20::text[])
 ON CONFLICT (order_id) DO UPDATE SET
     status = excluded.status, cancel_reason = excluded.cancel_reason, expires_at = excluded.expires_at,
     payment_id = excluded.payment_id, paid_amount = excluded.paid_amount,
@@ -206,7 +206,7 @@ def _order_row(order: OrderRecord) -> tuple[Any, ...]:
         _moment(order.expires_ms), order.payment_id or None, order.paid_amount if order.payment_id else None,
         order.payment_method or None, _optional_moment(order.paid_ms), order.refund_status or None,
         order.refund_amount if order.refund_status else None, order.idempotency_key, order.version,
-        _moment(order.updated_ms),
+        _moment(order.updated_ms), order.fingerprint or None,
     )  # fmt: skip
 
 
@@ -268,7 +268,7 @@ async def write_events(connection: asyncpg.Connection, events: Sequence[Event]) 
     async with connection.transaction():
         await connection.execute(_INSERT_EVENTS, *_columns(event_rows, 7))
         if latest_orders:
-            await connection.execute(_UPSERT_ORDERS, *_columns([_order_row(o) for o in latest_orders.values()], 19))
+            await connection.execute(_UPSERT_ORDERS, *_columns([_order_row(o) for o in latest_orders.values()], 20))
             await connection.execute(_INSERT_SHIPMENTS, *_columns(shipment_rows, 4))
             await connection.execute(_INSERT_ITEMS, *_columns(item_rows, 7))
         if movement_rows:

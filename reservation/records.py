@@ -52,6 +52,7 @@ class OrderRecord(msgspec.Struct, array_like=True, frozen=True):
     version: int
     updated_ms: int
     idempotency_key: str
+    fingerprint: str = ""  # identity of the request body; "" in documents written before it was kept
 
     @property
     def skus(self) -> list[str]:

@@ -283,6 +283,62 @@ class RedisStore:
                     holds[order.order_id] = order
         return holds
 
+    async def holds_any_key(self) -> bool:
+        """Whether this partition holds anything at all (recover refuses to overwrite)."""
+        async for _ in self.client.scan_iter(match=f"{self.keys.tag}:*", count=1000):
+            return True
+        return False
+
+    async def restore(
+        self,
+        *,
+        warehouses: dict[str, str],
+        dispatch: dict[str, str],
+        skus: dict[str, dict[str, str]],
+        blocklist: dict[str, str],
+        stock: dict[tuple[str, str], tuple[int, int, int, int]],
+        orders: Sequence[OrderRecord],
+        bought: dict[str, dict[str, int]],
+        idempotency: Sequence[tuple[str, OrderRecord, int]],
+        payments: dict[str, tuple[str, int]],
+        chunk_size: int = 1000,
+    ) -> None:
+        """Write a whole partition's state at once, in pipelined chunks (recovery, not the hot path)."""
+        keys = self.keys
+        commands: list[tuple[Any, ...]] = []
+        for key, mapping in ((keys.warehouses, warehouses), (keys.dispatch, dispatch), (keys.blocklist, blocklist)):
+            if mapping:
+                commands.append(("hset", key, mapping))
+        commands += [("hset", keys.sku_config(sku), config) for sku, config in skus.items()]
+        for (sku, warehouse_id), (available, reserved, committed, on_hand) in stock.items():
+            fields = {f"a:{warehouse_id}": available, f"r:{warehouse_id}": reserved}
+            fields |= {f"c:{warehouse_id}": committed, f"h:{warehouse_id}": on_hand}
+            commands.append(("hset", keys.stock(sku), fields))
+        for order in orders:
+            commands.append(("set", keys.order(order.order_id), msgspec.msgpack.encode(order)))
+            if order.status == "pending_payment":
+                commands.append(("zadd", keys.expiry, {order.order_id: order.expires_ms}))
+        commands += [("hset", keys.customer_counters(customer), counts) for customer, counts in bought.items()]
+        for idempotency_key, accepted, left_ms in idempotency:
+            record = {"order_id": accepted.order_id, "fingerprint": accepted.fingerprint}
+            record["document"] = msgspec.msgpack.encode(accepted)  # type: ignore[assignment]
+            commands.append(("hset", keys.idempotency(idempotency_key), record))
+            commands.append(("pexpire", keys.idempotency(idempotency_key), left_ms))
+        for payment_id, (order_id, amount) in payments.items():
+            commands.append(("hset", keys.payment(payment_id), {"order_id": order_id, "amount": amount}))
+        for start in range(0, len(commands), chunk_size):
+            pipeline = self.client.pipeline(transaction=False)
+            for name, key, value in commands[start : start + chunk_size]:
+                if name == "hset":
+                    pipeline.hset(key, mapping=value)
+                elif name == "set":
+                    pipeline.set(key, value)
+                elif name == "zadd":
+                    pipeline.zadd(key, value)
+                else:
+                    pipeline.pexpire(key, value)
+            await pipeline.execute()
+
     async def put_config(
         self,
         *,

@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     reconcile.add_argument("--json", action="store_true", help="print the differences as JSON")
     reconcile.add_argument("--fix", action="store_true", help="write movements that bring the ledger to Redis")
+    recover = commands.add_parser("recover", help="rebuild Redis from Postgres after Redis lost its data")
+    recover.add_argument("--force", action="store_true", help="write even though Redis still holds rushgate data")
     return parser
 
 
@@ -72,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_migrate(settings)
         if arguments.command == "reconcile":
             return run_reconcile(settings, as_json=arguments.json, fix=arguments.fix)
+        if arguments.command == "recover":
+            return run_recover(settings, force=arguments.force)
         return run_worker(settings, arguments.command)
     except SettingsError as error:
         print(f"rushgate: invalid settings: {error}", file=sys.stderr)
@@ -156,6 +160,31 @@ def run_reconcile(settings: Settings, *, as_json: bool, fix: bool) -> int:
         else:
             print(render_table(report))
         return 1 if report.remaining else 0
+
+    return asyncio.run(work())
+
+
+def run_recover(settings: Settings, *, force: bool) -> int:
+    from rushgate.recover import RedisNotEmpty, recover
+    from rushgate.workers import open_store
+
+    require_services(settings)
+
+    async def work() -> int:
+        store = open_store(settings)
+        try:
+            await store.load_scripts()
+            recovered = await recover(store, settings, force=force)
+        except RedisNotEmpty as error:
+            print(f"rushgate recover: {error}", file=sys.stderr)
+            return 1
+        finally:
+            await store.client.aclose()
+        print(
+            f"recovered {recovered.skus} SKUs, stock at {recovered.stock_places} places, {recovered.orders} orders "
+            f"({recovered.live_holds} awaiting payment), {recovered.idempotency_records} idempotency records"
+        )
+        return 0
 
     return asyncio.run(work())
 

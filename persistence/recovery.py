@@ -1,0 +1,121 @@
+"""What Redis must hold, read back from Postgres, for `rushgate recover` after Redis lost its data.
+
+Postgres has everything the persister wrote: configuration, the ledger (whose sums are the
+stock counters), every order with its lines. From those this module builds the Redis state
+as plain values; the Redis adapter writes them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import msgspec
+
+from persistence.reconcile import Levels, ledger_totals
+from reservation.records import OrderLine, OrderRecord
+
+
+@dataclass
+class Snapshot:
+    warehouses: dict[str, str] = field(default_factory=dict)  # warehouse id -> region
+    dispatch: dict[str, str] = field(default_factory=dict)  # region -> "w1,w2"
+    skus: dict[str, dict[str, str]] = field(default_factory=dict)  # sku -> config hash
+    blocklist: dict[str, str] = field(default_factory=dict)  # customer -> reason
+    stock: dict[tuple[str, str], Levels] = field(default_factory=dict)
+    orders: list[OrderRecord] = field(default_factory=list)
+    bought: dict[str, dict[str, int]] = field(default_factory=dict)  # customer -> sku -> units held or paid
+    idempotency: list[tuple[str, OrderRecord, int]] = field(default_factory=list)  # key, order as accepted, ms left
+    payments: dict[str, tuple[str, int]] = field(default_factory=dict)  # payment id -> (order id, amount)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+def _ms(moment: datetime | None) -> int:
+    return (moment - _EPOCH) // _MILLISECOND if moment is not None else 0
+
+
+async def load_snapshot(connection: asyncpg.Connection, *, now_ms: int, idempotency_ttl_ms: int) -> Snapshot:
+    snapshot = Snapshot()
+    for row in await connection.fetch("SELECT warehouse_id, region FROM warehouses"):
+        snapshot.warehouses[row["warehouse_id"]] = row["region"]
+    for row in await connection.fetch("SELECT region, warehouse_ids FROM dispatch_rules"):
+        snapshot.dispatch[row["region"]] = ",".join(row["warehouse_ids"])
+    for row in await connection.fetch("SELECT * FROM skus"):
+        config = {
+            "name": row["name"],
+            "merchant_id": row["merchant_id"],
+            "price": str(row["price"]),
+            "currency": row["currency"],
+            "safety_stock": str(row["safety_stock"]),
+        }
+        if row["per_customer_limit"] is not None:
+            config["per_customer_limit"] = str(row["per_customer_limit"])
+        if row["sale_starts_at"] is not None:
+            config["sale_starts_ms"] = str(_ms(row["sale_starts_at"]))
+        if row["sale_ends_at"] is not None:
+            config["sale_ends_ms"] = str(_ms(row["sale_ends_at"]))
+        snapshot.skus[row["sku"]] = config
+    for row in await connection.fetch("SELECT customer_id, reason FROM customer_blocks WHERE blocked"):
+        snapshot.blocklist[row["customer_id"]] = row["reason"]
+    snapshot.stock = await ledger_totals(connection)
+    await _load_orders(connection, snapshot, now_ms=now_ms, idempotency_ttl_ms=idempotency_ttl_ms)
+    return snapshot
+
+
+async def _load_orders(
+    connection: asyncpg.Connection, snapshot: Snapshot, *, now_ms: int, idempotency_ttl_ms: int
+) -> None:
+    lines: dict[str, list[tuple[int, OrderLine]]] = defaultdict(list)
+    for row in await connection.fetch(
+        "SELECT order_id, sku, warehouse_id, qty, unit_price, merchant_id, shipment_id FROM order_items"
+    ):
+        # Keep lines grouped in their shipment's order so the shipment ids come out the same.
+        number = int(row["shipment_id"].rsplit("-", 1)[1])
+        line = OrderLine(row["sku"], row["warehouse_id"], row["qty"], row["unit_price"], row["merchant_id"])
+        lines[row["order_id"]].append((number, line))
+    bought: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for row in await connection.fetch("SELECT * FROM orders ORDER BY created_at"):
+        order_lines = tuple(line for _, line in sorted(lines[row["order_id"]], key=lambda item: item[0]))
+        order = OrderRecord(
+            order_id=row["order_id"],
+            status=row["status"],
+            customer_id=row["customer_id"],
+            region=row["region"],
+            order_type=row["order_type"],
+            created_ms=_ms(row["created_at"]),
+            expires_ms=_ms(row["expires_at"]),
+            total=row["total"],
+            currency=row["currency"],
+            lines=order_lines,
+            cancel_reason=row["cancel_reason"] or "",
+            payment_id=row["payment_id"] or "",
+            paid_amount=row["paid_amount"] or 0,
+            payment_method=row["payment_method"] or "",
+            paid_ms=_ms(row["paid_at"]),
+            refund_status=row["refund_status"] or "",
+            refund_amount=row["refund_amount"] or 0,
+            version=row["version"],
+            updated_ms=_ms(row["updated_at"]),
+            idempotency_key=row["idempotency_key"],
+            fingerprint=row["fingerprint"] or "",
+        )
+        snapshot.orders.append(order)
+        if order.status in ("pending_payment", "paid"):
+            for line in order.lines:
+                bought[order.customer_id][line.sku] += line.qty
+        if order.payment_id:
+            snapshot.payments[order.payment_id] = (order.order_id, order.paid_amount)
+        left_ms = order.created_ms + idempotency_ttl_ms - now_ms
+        if left_ms > 0 and order.fingerprint:
+            accepted = msgspec.structs.replace(
+                order, status="pending_payment", cancel_reason="", payment_id="", paid_amount=0,
+                payment_method="", paid_ms=0, refund_status="", refund_amount=0, version=1,
+                updated_ms=order.created_ms,
+            )  # fmt: skip
+            snapshot.idempotency.append((order.idempotency_key, accepted, left_ms))
+    snapshot.bought = {customer: dict(skus) for customer, skus in bought.items()}
