@@ -14,6 +14,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from intake.auth import BearerAuthMiddleware
 from intake.controllers import BatchController, CatalogController, HealthController, OrderController
+from intake.openapi import refine_openapi
 from intake.problems import EXCEPTION_HANDLERS
 from intake.service import CatalogService, Clock, OrderService, wall_clock_ms
 from reservation.sold_out import SoldOutFlags
@@ -70,7 +71,7 @@ def create_app(
         finally:
             await client.aclose()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[OrderController, batch_controller, CatalogController, HealthController],
         lifespan=[lifespan],
         middleware=[
@@ -91,6 +92,8 @@ def create_app(
         state=State({"settings": settings}),
         debug=False,
     )
+    refine_openapi(app)
+    return app
 
 
 def _readiness(store: RedisStore, database: DatabaseCheck | None) -> Callable[[], Awaitable[dict[str, str]]]:

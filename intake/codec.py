@@ -1,18 +1,17 @@
 """Order bodies in JSON or MessagePack, decoded strictly with one reused decoder per type.
 
-Litestar's own decoding converts leniently (``"qty": "1"`` becomes 1) and goes
-through Python builtins first; order bodies instead come through ``StrictBody``, a
-DTO whose only job is to hand the raw bytes to msgspec, which also keeps the
-request schema in the OpenAPI document. Responses follow ``Accept``.
+Litestar's own decoding converts leniently (``"qty": "1"`` becomes 1, ``0`` becomes
+a datetime) and goes through Python builtins first; every request body here is read
+raw and decoded by msgspec instead. The OpenAPI document describes the bodies with
+msgspec's own schemas (intake/openapi.py). Responses follow ``Accept``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import msgspec
 from litestar import Request, Response
-from litestar.dto import MsgspecDTO
 
 from intake.problems import ProblemError
 
@@ -21,7 +20,6 @@ JSON_MEDIA_TYPE = "application/json"
 MSGPACK_MEDIA_TYPE = MSGPACK_MEDIA_TYPES[0]
 
 Body = TypeVar("Body")
-StructBody = TypeVar("StructBody", bound=msgspec.Struct)
 
 _json_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
 _msgpack_decoders: dict[type[Any], msgspec.msgpack.Decoder[Any]] = {}
@@ -48,11 +46,17 @@ def decode_body(body: bytes, content_type: str, body_type: type[Body]) -> Body:
         raise ProblemError(400, "invalid-request", str(error)) from None
 
 
-class StrictBody(MsgspecDTO[StructBody], Generic[StructBody]):
-    """Request-body DTO: strict msgspec decoding of JSON or MessagePack, nothing else."""
+async def read_body(request: Request[Any, Any, Any], body_type: type[Body]) -> Body:
+    """The request body decoded strictly as body_type (its size is bounded by the app or route)."""
+    return decode_body(await request.body(), request.headers.get("content-type", ""), body_type)
 
-    def decode_bytes(self, value: bytes) -> Any:
-        return decode_body(value, self.asgi_connection.headers.get("content-type", ""), self.model_type)
+
+async def read_optional_body(request: Request[Any, Any, Any], body_type: type[Body]) -> Body | None:
+    """As read_body, but an empty body means None."""
+    body = await request.body()
+    if not body:
+        return None
+    return decode_body(body, request.headers.get("content-type", ""), body_type)
 
 
 def wants_msgpack(request: Request[Any, Any, Any]) -> bool:

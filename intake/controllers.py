@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post, put
 from litestar.openapi import ResponseSpec
-from litestar.params import Body, HeaderParameter, JSONBody, Parameter
+from litestar.params import HeaderParameter, Parameter
 
-from intake.codec import StrictBody, encoded_response
-from intake.problems import PROBLEM_MEDIA_TYPE, ProblemError, as_problem
+from intake.codec import encoded_response, read_body, read_optional_body
+from intake.problems import PROBLEM_MEDIA_TYPE, as_problem
 from intake.schemas import (
     IDEMPOTENCY_KEY_PATTERN,
     AdjustmentIn,
@@ -40,7 +39,6 @@ from intake.schemas import (
 from intake.service import CatalogService, OrderService, Placed
 from intake.views import order_out
 
-_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 BEARER: tuple[dict[str, list[str]], ...] = ({"bearer": []},)
 
 
@@ -95,27 +93,34 @@ class OrderController(Controller):
         status_code=201,
         summary="Hold stock for an order",
         description="Body and response in JSON or MessagePack (Content-Type / Accept: application/msgpack).",
-        dto=StrictBody[OrderIn],
-        return_dto=None,
         responses=problems(400, 401, 403, 409, 413, 415, 422, 503),
     )
     async def create_order(
         self,
         request: Request[Any, Any, Any],
-        data: Annotated[OrderIn, Body(description="an order (JSON or MessagePack)")],
         idempotency_key: Annotated[
-            str, HeaderParameter(name="Idempotency-Key", description="1-128 printable ASCII", required=True)
+            str,
+            HeaderParameter(
+                name="Idempotency-Key",
+                description="1-128 printable ASCII",
+                required=True,
+                pattern=IDEMPOTENCY_KEY_PATTERN,
+            ),
         ],
     ) -> Response[OrderOut]:
-        if not _IDEMPOTENCY_KEY.match(idempotency_key):
-            raise ProblemError(400, "invalid-request", "Idempotency-Key must be 1-128 printable ASCII characters")
+        data = await read_body(request, OrderIn)
         placed = await _orders(request).place(data, idempotency_key)
         response = encoded_response(request, order_out(placed.order), 201)
         if not placed.created:
             response.headers["Idempotent-Replayed"] = "true"
         return response
 
-    @get("/{order_id:str}", operation_id="getOrder", summary="Current state of an order", responses=problems(401, 404))
+    @get(
+        "/{order_id:str}",
+        operation_id="getOrder",
+        summary="Current state of an order",
+        responses=problems(400, 401, 404),
+    )
     async def get_order(self, request: Request[Any, Any, Any], order_id: PathId) -> OrderOut:
         return order_out(await _orders(request).get(order_id))
 
@@ -126,9 +131,8 @@ class OrderController(Controller):
         summary="Cancel and release",
         responses=problems(400, 401, 404, 409),
     )
-    async def cancel_order(
-        self, request: Request[Any, Any, Any], order_id: PathId, data: JSONBody[CancelIn | None] = None
-    ) -> OrderOut:
+    async def cancel_order(self, request: Request[Any, Any, Any], order_id: PathId) -> OrderOut:
+        data = await read_optional_body(request, CancelIn)
         reason = data.reason if data is not None else "customer"
         return order_out(await _orders(request).cancel(order_id, reason))
 
@@ -139,7 +143,8 @@ class OrderController(Controller):
         summary="Record a payment",
         responses=DATA_PLANE_PROBLEMS,
     )
-    async def pay_order(self, request: Request[Any, Any, Any], order_id: PathId, data: JSONBody[PaymentIn]) -> OrderOut:
+    async def pay_order(self, request: Request[Any, Any, Any], order_id: PathId) -> OrderOut:
+        data = await read_body(request, PaymentIn)
         return order_out(await _orders(request).pay(order_id, data))
 
 
@@ -156,13 +161,10 @@ class BatchController(Controller):
         status_code=200,
         summary="Hold stock for up to 1000 orders, each with its own idempotency key",
         description="One result per order, in order: {status: 201, order} or {status, problem}. JSON or MessagePack.",
-        dto=StrictBody[BatchIn],
-        return_dto=None,
         responses=problems(400, 401, 413, 415),
     )
-    async def create_orders(
-        self, request: Request[Any, Any, Any], data: Annotated[BatchIn, Body(description="up to 1000 orders")]
-    ) -> Response[BatchOut]:
+    async def create_orders(self, request: Request[Any, Any, Any]) -> Response[BatchOut]:
+        data = await read_body(request, BatchIn)
         outcomes = await _orders(request).place_batch([(order.idempotency_key, order) for order in data.orders])
         results = [
             BatchResultOut(201, order=order_out(outcome.order))
@@ -178,24 +180,35 @@ class CatalogController(Controller):
     tags = ("control plane",)
     security = BEARER
 
-    @put("/warehouses/{warehouse_id:str}", operation_id="putWarehouse", responses=CONTROL_PLANE_PROBLEMS)
-    async def put_warehouse(
-        self, request: Request[Any, Any, Any], warehouse_id: PathId, data: JSONBody[WarehouseIn]
-    ) -> WarehouseOut:
+    @put(
+        "/warehouses/{warehouse_id:str}",
+        operation_id="putWarehouse",
+        responses=CONTROL_PLANE_PROBLEMS,
+    )
+    async def put_warehouse(self, request: Request[Any, Any, Any], warehouse_id: PathId) -> WarehouseOut:
+        data = await read_body(request, WarehouseIn)
         return await _catalog(request).put_warehouse(warehouse_id, data)
 
-    @put("/dispatch/{region:str}", operation_id="putDispatch", responses=CONTROL_PLANE_PROBLEMS)
-    async def put_dispatch(
-        self, request: Request[Any, Any, Any], region: PathId, data: JSONBody[DispatchIn]
-    ) -> DispatchOut:
+    @put(
+        "/dispatch/{region:str}",
+        operation_id="putDispatch",
+        responses=CONTROL_PLANE_PROBLEMS,
+    )
+    async def put_dispatch(self, request: Request[Any, Any, Any], region: PathId) -> DispatchOut:
+        data = await read_body(request, DispatchIn)
         return await _catalog(request).put_dispatch(region, data)
 
     @get("/dispatch/{region:str}", operation_id="getDispatch", responses=CONTROL_PLANE_PROBLEMS)
     async def get_dispatch(self, request: Request[Any, Any, Any], region: PathId) -> DispatchOut:
         return await _catalog(request).get_dispatch(region)
 
-    @put("/skus/{sku:str}", operation_id="putSku", responses=CONTROL_PLANE_PROBLEMS)
-    async def put_sku(self, request: Request[Any, Any, Any], sku: PathId, data: JSONBody[SkuIn]) -> SkuOut:
+    @put(
+        "/skus/{sku:str}",
+        operation_id="putSku",
+        responses=CONTROL_PLANE_PROBLEMS,
+    )
+    async def put_sku(self, request: Request[Any, Any, Any], sku: PathId) -> SkuOut:
+        data = await read_body(request, SkuIn)
         return await _catalog(request).put_sku(sku, data)
 
     @get("/skus/{sku:str}", operation_id="getSku", responses=CONTROL_PLANE_PROBLEMS)
@@ -208,9 +221,8 @@ class CatalogController(Controller):
         summary="Stocktake (compare-and-set)",
         responses=CONTROL_PLANE_PROBLEMS,
     )
-    async def set_stock(
-        self, request: Request[Any, Any, Any], sku: PathId, warehouse_id: PathId, data: JSONBody[StockSetIn]
-    ) -> StockLevelOut:
+    async def set_stock(self, request: Request[Any, Any, Any], sku: PathId, warehouse_id: PathId) -> StockLevelOut:
+        data = await read_body(request, StockSetIn)
         return await _catalog(request).set_stock(sku, warehouse_id, data)
 
     @post(
@@ -219,23 +231,31 @@ class CatalogController(Controller):
         status_code=200,
         responses=CONTROL_PLANE_PROBLEMS,
     )
-    async def adjust_stock(
-        self, request: Request[Any, Any, Any], sku: PathId, warehouse_id: PathId, data: JSONBody[AdjustmentIn]
-    ) -> StockLevelOut:
+    async def adjust_stock(self, request: Request[Any, Any, Any], sku: PathId, warehouse_id: PathId) -> StockLevelOut:
+        data = await read_body(request, AdjustmentIn)
         return await _catalog(request).adjust_stock(sku, warehouse_id, data)
 
-    @post("/stock/transfers", operation_id="transferStock", status_code=200, responses=CONTROL_PLANE_PROBLEMS)
-    async def transfer_stock(self, request: Request[Any, Any, Any], data: JSONBody[TransferIn]) -> TransferOut:
+    @post(
+        "/stock/transfers",
+        operation_id="transferStock",
+        status_code=200,
+        responses=CONTROL_PLANE_PROBLEMS,
+    )
+    async def transfer_stock(self, request: Request[Any, Any, Any]) -> TransferOut:
+        data = await read_body(request, TransferIn)
         return await _catalog(request).transfer_stock(data)
 
     @get("/stock/{sku:str}", operation_id="getStock", responses=CONTROL_PLANE_PROBLEMS)
     async def get_stock(self, request: Request[Any, Any, Any], sku: PathId) -> StockOut:
         return await _catalog(request).get_stock(sku)
 
-    @put("/blocklist/{customer_id:str}", operation_id="blockCustomer", responses=CONTROL_PLANE_PROBLEMS)
-    async def block_customer(
-        self, request: Request[Any, Any, Any], customer_id: PathId, data: JSONBody[BlockIn]
-    ) -> BlockOut:
+    @put(
+        "/blocklist/{customer_id:str}",
+        operation_id="blockCustomer",
+        responses=CONTROL_PLANE_PROBLEMS,
+    )
+    async def block_customer(self, request: Request[Any, Any, Any], customer_id: PathId) -> BlockOut:
+        data = await read_body(request, BlockIn)
         return await _catalog(request).block(customer_id, data)
 
     @post(
