@@ -78,13 +78,27 @@ local function flag_if_sold_out(sku, stock_key, safety)
   redis.call('SADD', sold_out_key, sku)
 end
 
+-- Configuration, dispatch rules and the blocklist do not change while the script runs:
+-- each is read once per batch. Stock and customer counters do change, and are read each time.
+local config_cache, rule_cache, blocked_cache = {}, {}, {}
+local stream_length = nil
+
+local function sku_config(config_index)
+  local config = config_cache[config_index]
+  if not config then
+    config = redis.call('HMGET', KEYS[config_index], 'price', 'currency', 'merchant_id',
+      'per_customer_limit', 'sale_starts_ms', 'sale_ends_ms', 'safety_stock')
+    config_cache[config_index] = config
+  end
+  return config
+end
+
 -- Read every line's config and plan its allocation without writing anything.
 -- Returns nil plan and {code, detail} when the order cannot be held.
 local function plan_order(order, warehouses)
   local plan, currency, total = {}, nil, 0
   for _, line in ipairs(order.lines) do
-    local config = redis.call('HMGET', KEYS[line.config_index], 'price', 'currency',
-      'merchant_id', 'per_customer_limit', 'sale_starts_ms', 'sale_ends_ms', 'safety_stock')
+    local config = sku_config(line.config_index)
     local price = tonumber(config[1])
     if not price then return nil, {CODE_UNKNOWN_SKU, line.sku} end
     if currency and currency ~= config[2] then return nil, {CODE_MIXED_CURRENCY, line.sku} end
@@ -169,15 +183,27 @@ local function decide(order)
     if record[2] ~= order.fingerprint then return {CODE_KEY_REUSED, record[1]} end
     return {CODE_REPLAYED, record[3]}
   end
-  if redis.call('XLEN', stream_key) >= stream_length_max then return {CODE_BACKLOG_FULL, ''} end
-  if redis.call('HEXISTS', blocklist_key, order.customer_id) == 1 then return {CODE_BLOCKED, ''} end
-  local rule = redis.call('HGET', dispatch_key, order.region)
+  stream_length = stream_length or redis.call('XLEN', stream_key)
+  if stream_length >= stream_length_max then return {CODE_BACKLOG_FULL, ''} end
+  local blocked = blocked_cache[order.customer_id]
+  if blocked == nil then
+    blocked = redis.call('HEXISTS', blocklist_key, order.customer_id) == 1
+    blocked_cache[order.customer_id] = blocked
+  end
+  if blocked then return {CODE_BLOCKED, ''} end
+  local rule = rule_cache[order.region]
+  if rule == nil then
+    rule = redis.call('HGET', dispatch_key, order.region) or false
+    rule_cache[order.region] = rule
+  end
   if not rule then return {CODE_UNKNOWN_REGION, order.region} end
   local warehouses = {}
   for warehouse in string.gmatch(rule, '[^,]+') do warehouses[#warehouses + 1] = warehouse end
   local plan, refusal = plan_order(order, warehouses)
   if not plan then return refusal end
-  return {CODE_ACCEPTED, hold_order(order, plan)}
+  local packed = hold_order(order, plan)
+  stream_length = stream_length + 1
+  return {CODE_ACCEPTED, packed}
 end
 
 -- Parse and check the whole batch before the first write: a script that fails
