@@ -16,21 +16,12 @@ CONNECT_TIMEOUT_S = 10.0
 COMMAND_TIMEOUT_S = 60.0
 
 PostgresError = asyncpg.PostgresError
-Pool = asyncpg.Pool
 Connection = asyncpg.Connection
 InterfaceError = asyncpg.InterfaceError
 
 
 async def connect(url: str) -> asyncpg.Connection:
     return await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S, command_timeout=COMMAND_TIMEOUT_S)
-
-
-async def create_pool(url: str, *, size_max: int) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
-        url, min_size=1, max_size=size_max, timeout=CONNECT_TIMEOUT_S, command_timeout=COMMAND_TIMEOUT_S
-    )
-    assert pool is not None
-    return pool
 
 
 def migration_files() -> list[tuple[int, str, str]]:

@@ -13,8 +13,6 @@ from typing import Annotated, Literal
 
 import msgspec
 
-PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
-
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""

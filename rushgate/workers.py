@@ -60,8 +60,6 @@ class Persister:
         self.store = store
         self.settings = settings
         self.name = name or consumer_name()
-        self.batches_written = 0
-        self.dead_letters = 0
         self._last_claim = 0.0
         self._unfinished: list[StreamEntry] = []
 
@@ -152,8 +150,6 @@ class Persister:
             logger.error("persister: dead letter %s: %s: %s", entry.entry_id, type(reason).__name__, reason)
             await record_dead_letter(connection, partition, entry.entry_id, entry.fields, reason)
         await self.store.acknowledge(PERSISTER_GROUP, [entry.entry_id for entry in entries])
-        self.batches_written += 1
-        self.dead_letters += len(refused)
 
     async def _leave_group(self) -> None:
         """On a clean stop, remove this consumer's name if it holds nothing, so names do not pile up."""
