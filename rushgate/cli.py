@@ -115,6 +115,7 @@ def run_serve(settings: Settings, environ: dict[str, str]) -> int:
             http=HTTPModes.http1,
             backlog=4096,
             log_access=False,
+            respawn_failed_workers=True,  # by default granian stops the whole server when one worker dies
         ).serve()
         return 0
     import uvicorn

@@ -1,0 +1,82 @@
+"""An API worker SIGKILLed mid-load: clients retrying with the same key get exactly one order each."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from reservation.store import RedisStore
+from tests.conftest import Services, admin_headers, gateway_headers
+from tests.processes import running, serve_command, service_environment, wait_ready
+
+pytestmark = pytest.mark.slow
+
+BUYERS = 100
+ORDERS_EACH = 10
+KILL_AFTER = 300
+ATTEMPTS_MAX = 20
+
+
+async def test_retries_across_a_killed_worker_give_exactly_one_order_per_idempotency_key(
+    services: Services, store: RedisStore, tmp_path: Path
+) -> None:
+    command, port = serve_command(workers=2)
+    with running(command, service_environment(services), tmp_path / "serve.log") as server:
+        base_url = f"http://127.0.0.1:{port}"
+        await wait_ready(base_url, server, tmp_path / "serve.log")
+        workers = [
+            child for child in psutil.Process(server.pid).children() if "resource_tracker" not in child.cmdline()
+        ]
+        # One connection per request, so a request lands on either worker, as behind a load balancer.
+        async with httpx.AsyncClient(
+            base_url=base_url, timeout=10, limits=httpx.Limits(max_keepalive_connections=0)
+        ) as client:
+            admin = admin_headers()
+            for path, body in [
+                ("/v1/warehouses/w1", {"region": "eu", "name": "Berlin"}),
+                ("/v1/dispatch/eu", {"warehouses": ["w1"]}),
+                ("/v1/skus/s1", {"name": "Phone", "merchant_id": "m1", "price": 100, "currency": "EUR"}),
+                ("/v1/stock/s1/w1", {"on_hand": 10_000}),
+            ]:
+                assert (await client.put(path, json=body, headers=admin)).status_code == 200
+            answered: dict[str, set[str]] = {}
+            failures = 0
+            enough_answered = asyncio.Event()
+
+            async def buy(buyer: int) -> None:
+                nonlocal failures
+                body = {"customer_id": f"b{buyer}", "region": "eu", "order_type": "flash",
+                        "items": [{"sku": "s1", "qty": 1}]}  # fmt: skip
+                for number in range(ORDERS_EACH):
+                    key = f"key-{buyer}-{number}"
+                    for _ in range(ATTEMPTS_MAX):
+                        try:
+                            response = await client.post("/v1/orders", json=body, headers=gateway_headers(key))
+                        except httpx.TransportError:
+                            failures += 1
+                            continue  # the worker died under this request: retry with the same key
+                        if response.status_code >= 500:
+                            failures += 1
+                            continue
+                        assert response.status_code == 201, response.text
+                        answered.setdefault(key, set()).add(response.json()["order_id"])
+                        if len(answered) >= KILL_AFTER:
+                            enough_answered.set()
+                        break
+
+            async def kill_one_worker() -> None:
+                await enough_answered.wait()
+                workers[0].send_signal(signal.SIGKILL)
+
+            await asyncio.gather(kill_one_worker(), *(buy(number) for number in range(BUYERS)))
+    orders = BUYERS * ORDERS_EACH
+    assert failures > 0, "the kill must hit requests in flight for the test to mean anything"
+    assert len(answered) == orders, "every order got an answer"
+    assert all(len(order_ids) == 1 for order_ids in answered.values()), "a retry never created a second order"
+    level = (await store.stock_levels("s1"))["w1"]
+    assert (level.reserved, level.available) == (orders, 10_000 - orders)
