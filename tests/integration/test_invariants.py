@@ -33,6 +33,7 @@ from tests.support import add_sku, assert_ledger_matches, assert_stock_invariant
 SKUS = ("s1", "s2", "s3")
 WAREHOUSES = ("w1", "w2")
 HOLD_TTL_S = 60
+GROUP_SIZE = 6
 LIMIT = 3
 
 
@@ -145,7 +146,7 @@ def event_of(step: object) -> OrderEvent:
     return OrderEvent.EXPIRE
 
 
-async def run_scenario(services: Services, scenario: list[object]) -> None:
+async def run_scenario(services: Services, scenario: list[object], *, concurrent: bool = False) -> None:
     settings = make_settings(services, RUSHGATE_FLASH_HOLD_TTL_S=str(HOLD_TTL_S), RUSHGATE_NORMAL_HOLD_TTL_S="120")
     client = connect_redis(services.redis_url, pool_size_max=8, timeout_ms=5000)
     await client.flushdb()
@@ -163,8 +164,9 @@ async def run_scenario(services: Services, scenario: list[object]) -> None:
                           safety_stock=number % 2, stock={"w1": 2, "w2": 1})  # fmt: skip
         order_ids: list[str] = []
         accepted: list[tuple[str, object]] = []  # (idempotency key, body) of each accepted order
-        statuses: dict[str, str] = {}
-        for index, step in enumerate(scenario):
+        statuses: dict[str, tuple[str, str]] = {}
+
+        async def apply(index: int, step: object) -> None:
             order_id = order_ids[step.order % len(order_ids)] if isinstance(step, Pay | Cancel) and order_ids else None
             try:
                 if isinstance(step, Reserve):
@@ -178,7 +180,8 @@ async def run_scenario(services: Services, scenario: list[object]) -> None:
                     events_before = await store.stream_length()
                     created, replayed = await orders.place(body, key)  # type: ignore[arg-type]
                     assert not created and replayed.order_id == order_ids[accepted.index((key, body))]
-                    assert await store.stream_length() == events_before
+                    if not concurrent:  # others may append events meanwhile
+                        assert await store.stream_length() == events_before
                 elif isinstance(step, Pay) and order_id is not None:
                     total = (await orders.get(order_id)).total
                     amount = total if step.correct_amount else total + 1
@@ -199,13 +202,25 @@ async def run_scenario(services: Services, scenario: list[object]) -> None:
                     )
             except ProblemError as refusal:
                 assert refusal.status in (403, 409, 422), refusal.kind
-            documents = await check_against_orders(store, order_ids)
-            for changed_id, document in documents.items():
-                before = statuses.get(changed_id)
-                if before is not None and before[0] != document.status:
-                    reason = CancelReason(before[1]) if before[1] else None
-                    assert next_status(OrderStatus(before[0]), event_of(step), reason) == OrderStatus(document.status)
-                statuses[changed_id] = (document.status, document.cancel_reason)
+
+        if concurrent:
+            # Groups of steps run at once; only the invariants are checked between groups, since the
+            # order in which concurrent steps land is not known.
+            for first in range(0, len(scenario), GROUP_SIZE):
+                group = list(enumerate(scenario))[first : first + GROUP_SIZE]
+                await asyncio.gather(*(apply(index, step) for index, step in group))
+                await check_against_orders(store, order_ids)
+        else:
+            for index, step in enumerate(scenario):
+                await apply(index, step)
+                documents = await check_against_orders(store, order_ids)
+                for changed_id, document in documents.items():
+                    before = statuses.get(changed_id)
+                    if before is not None and before[0] != document.status:
+                        reason = CancelReason(before[1]) if before[1] else None
+                        expected = next_status(OrderStatus(before[0]), event_of(step), reason)
+                        assert expected == OrderStatus(document.status)
+                    statuses[changed_id] = (document.status, document.cancel_reason)
         await drain(store, settings, services.database_url)
         await assert_ledger_matches(store, services.database_url, SKUS)
         connection = await connect(services.database_url)
@@ -228,3 +243,13 @@ async def run_scenario(services: Services, scenario: list[object]) -> None:
 @given(scenario=st.lists(steps, min_size=5, max_size=40))
 def test_stock_invariants_hold_after_any_sequence_of_operations(services: Services, scenario: list[object]) -> None:
     asyncio.run(run_scenario(services, scenario))
+
+
+@hypothesis_settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(scenario=st.lists(steps, min_size=5, max_size=40))
+def test_stock_invariants_hold_when_the_operations_run_concurrently(services: Services, scenario: list[object]) -> None:
+    asyncio.run(run_scenario(services, scenario, concurrent=True))
