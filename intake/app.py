@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -12,7 +14,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
-from intake.auth import BearerAuthMiddleware
+from intake.auth import BearerAuthMiddleware, ClientRegistry
 from intake.controllers import BatchController, CatalogController, HealthController, OrderController
 from intake.openapi import refine_openapi
 from intake.problems import EXCEPTION_HANDLERS
@@ -23,8 +25,11 @@ from rushgate.settings import Settings
 
 DatabaseCheck = Callable[[], Awaitable[None]]
 DatabaseCheckFactory = Callable[[], AbstractAsyncContextManager[DatabaseCheck]]
+ClientSource = Callable[[], Awaitable[dict[bytes, frozenset[str]]]]
+ClientSourceFactory = Callable[[], AbstractAsyncContextManager[ClientSource]]
 
 READINESS_TIMEOUT_S = 2.0
+logger = logging.getLogger("rushgate.intake")
 TOKEN_HELP = "/v1/orders* takes a gateway or the admin token; every other /v1/ path takes the admin token."
 
 
@@ -33,9 +38,11 @@ def create_app(
     *,
     clock: Clock = wall_clock_ms,
     database_check: DatabaseCheckFactory | None = None,
+    client_source: ClientSourceFactory | None = None,
 ) -> Litestar:
-    """An app for these settings; Redis (and the database probe) open in its lifespan."""
+    """An app for these settings; Redis, the database probe and the client list open in its lifespan."""
     assert settings.redis_url is not None, "the API needs REDIS_URL"
+    registry = ClientRegistry(settings.gateway_tokens, settings.admin_token)
 
     batch_controller = type(
         "BatchController", (BatchController,), {"request_max_body_size": settings.batch_body_bytes_max}
@@ -57,13 +64,14 @@ def create_app(
             app.state.order_service = orders
             app.state.catalog_service = CatalogService(store, clock)
             try:
-                if database_check is None:
-                    app.state.readiness = _readiness(store, None)
+                async with contextlib.AsyncExitStack() as stack:
+                    check = await stack.enter_async_context(database_check()) if database_check else None
+                    app.state.readiness = _readiness(store, check)
+                    if client_source is not None:
+                        source = await stack.enter_async_context(client_source())
+                        await load_clients(registry, source)
+                        stack.push_async_callback(_stop_task, _refresh_clients(registry, source, settings, stop))
                     yield
-                else:
-                    async with database_check() as check:
-                        app.state.readiness = _readiness(store, check)
-                        yield
             finally:
                 stop.set()
                 await refresher
@@ -74,11 +82,7 @@ def create_app(
     app = Litestar(
         route_handlers=[OrderController, batch_controller, CatalogController, HealthController],
         lifespan=[lifespan],
-        middleware=[
-            DefineMiddleware(
-                BearerAuthMiddleware, gateway_tokens=settings.gateway_tokens, admin_token=settings.admin_token
-            )
-        ],
+        middleware=[DefineMiddleware(BearerAuthMiddleware, registry=registry)],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.request_body_bytes_max,
         openapi_config=OpenAPIConfig(
@@ -94,6 +98,33 @@ def create_app(
     )
     refine_openapi(app)
     return app
+
+
+def _refresh_clients(
+    registry: ClientRegistry, source: ClientSource, settings: Settings, stop: asyncio.Event
+) -> asyncio.Task[None]:
+    """Re-read the API clients every period; on failure keep the last list and say so."""
+
+    async def refresh() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), settings.clients_refresh_ms / 1000)
+            await load_clients(registry, source)
+
+    return asyncio.create_task(refresh())
+
+
+async def load_clients(registry: ClientRegistry, source: ClientSource) -> None:
+    try:
+        registry.clients = await asyncio.wait_for(source(), READINESS_TIMEOUT_S)
+    except Exception as error:  # noqa: BLE001 - any failure: keep serving the last known list
+        logger.warning("api clients not refreshed: %s", type(error).__name__)
+
+
+async def _stop_task(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _readiness(store: RedisStore, database: DatabaseCheck | None) -> Callable[[], Awaitable[dict[str, str]]]:

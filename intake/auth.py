@@ -1,4 +1,9 @@
-"""Bearer-token authentication: gateway tokens for the data plane, the admin token for everything.
+"""Bearer-token authentication with scopes: gateway, payments, admin, read.
+
+Tokens come from two places: the environment (the admin token has every scope; a
+gateway token has gateway, payments and read) and API clients kept in Postgres as
+SHA-256 digests of their secrets, which each worker re-reads every
+``RUSHGATE_CLIENTS_REFRESH_MS`` so a revoked client is refused within that period.
 
 A plain ASGI middleware rather than route guards: Litestar copies the route handler
 for every guard call, which cost about a tenth of an intake worker's CPU when
@@ -7,8 +12,9 @@ measured with py-spy. Here a request costs one scan of its raw headers.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from litestar.enums import ScopeType
@@ -16,34 +22,57 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from intake.problems import PROBLEM_MEDIA_TYPE, encode_problem
 
-DATA_PLANE_PREFIX = "/v1/orders"
-CONTROL_PLANE_PREFIX = "/v1/"
+ALL_SCOPES = frozenset({"gateway", "payments", "admin", "read"})
+GATEWAY_TOKEN_SCOPES = frozenset({"gateway", "payments", "read"})
 
 
-def required_scope(path: str) -> str | None:
-    """'gateway', 'admin' or None (health and the OpenAPI document need no token)."""
-    if path.startswith(DATA_PLANE_PREFIX):
-        return "gateway"
-    if path.startswith(CONTROL_PLANE_PREFIX):
-        return "admin"
+def required_scopes(method: str, path: str) -> frozenset[str] | None:
+    """The scopes any one of which lets the request pass; None when no token is needed."""
+    if path.startswith("/v1/orders"):
+        if method in ("GET", "HEAD"):
+            return frozenset({"gateway", "read", "admin"})
+        if path.endswith("/payment"):
+            return frozenset({"payments", "gateway", "admin"})
+        return frozenset({"gateway", "admin"})
+    if path.startswith("/v1/"):
+        if method in ("GET", "HEAD"):
+            return frozenset({"admin", "read"})
+        return frozenset({"admin"})
     return None
 
 
-def _matches(token: bytes, expected: bytes) -> bool:
-    return bool(expected) and hmac.compare_digest(token, expected)
+def secret_digest(token: bytes) -> bytes:
+    """How client secrets are kept (persistence.clients.digest computes the same)."""
+    return hashlib.sha256(token).digest()
+
+
+class ClientRegistry:
+    """Which scopes a presented token carries."""
+
+    def __init__(self, gateway_tokens: Sequence[str], admin_token: str) -> None:
+        self.admin_token = admin_token.encode()
+        self.gateway_tokens = [token.encode() for token in gateway_tokens]
+        self.clients: Mapping[bytes, frozenset[str]] = {}
+
+    def scopes_for(self, token: bytes) -> frozenset[str] | None:
+        if self.admin_token and hmac.compare_digest(token, self.admin_token):
+            return ALL_SCOPES
+        # Compare against every gateway token so the time taken does not reveal which one matched.
+        if any([hmac.compare_digest(token, expected) for expected in self.gateway_tokens]):
+            return GATEWAY_TOKEN_SCOPES
+        return self.clients.get(secret_digest(token))
 
 
 class BearerAuthMiddleware:
-    """Refuses a request to /v1/ without the right token with a 401 or 403 problem."""
+    """Refuses a request to /v1/ without a token (401) or without a fitting scope (403)."""
 
-    def __init__(self, app: ASGIApp, gateway_tokens: Sequence[str], admin_token: str) -> None:
+    def __init__(self, app: ASGIApp, registry: ClientRegistry) -> None:
         self.app = app
-        self.gateway_tokens = [token.encode() for token in gateway_tokens]
-        self.admin_token = admin_token.encode()
+        self.registry = registry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP:
-            needed = required_scope(scope["path"])
+            needed = required_scopes(scope["method"], scope["path"])
             if needed is not None:
                 refusal = self.refusal(scope, needed)
                 if refusal is not None:
@@ -51,7 +80,7 @@ class BearerAuthMiddleware:
                     return
         await self.app(scope, receive, send)
 
-    def refusal(self, scope: Scope, needed: str) -> tuple[int, str, str] | None:
+    def refusal(self, scope: Scope, needed: frozenset[str]) -> tuple[int, str, str] | None:
         """(status, kind, detail) when the request may not pass, else None."""
         header = b""
         for name, value in scope["headers"]:
@@ -62,14 +91,11 @@ class BearerAuthMiddleware:
         token = token.strip()
         if scheme.lower() != b"bearer" or not token:
             return 401, "unauthorized", "send Authorization: Bearer <token>"
-        if _matches(token, self.admin_token):
-            return None
-        # Compare against every gateway token so the time taken does not reveal which one matched.
-        gateway = any([_matches(token, expected) for expected in self.gateway_tokens])
-        if not gateway:
-            return 401, "unauthorized", "unknown token"
-        if needed == "admin":
-            return 403, "forbidden", "a gateway token may not use the control plane"
+        scopes = self.registry.scopes_for(token)
+        if scopes is None:
+            return 401, "unauthorized", "unknown or revoked token"
+        if not scopes & needed:
+            return 403, "forbidden", f"this token needs one of the scopes: {', '.join(sorted(needed))}"
         return None
 
 

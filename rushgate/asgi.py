@@ -9,6 +9,7 @@ from contextlib import AbstractAsyncContextManager
 from litestar import Litestar
 
 from intake.app import create_app
+from persistence.clients import scopes_reader
 from persistence.database import readiness_check
 from rushgate.settings import load_settings, require_services
 
@@ -20,7 +21,10 @@ def create_app_from_environment() -> Litestar:
     def database_check() -> AbstractAsyncContextManager[Callable[[], Awaitable[None]]]:
         return readiness_check(database_url)
 
-    return create_app(settings, database_check=database_check)
+    def client_source() -> AbstractAsyncContextManager[Callable[[], Awaitable[dict[bytes, frozenset[str]]]]]:
+        return scopes_reader(database_url)
+
+    return create_app(settings, database_check=database_check, client_source=client_source)
 
 
 __all__ = ["create_app_from_environment"]

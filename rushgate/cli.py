@@ -48,6 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     reconcile.add_argument("--json", action="store_true", help="print the differences as JSON")
     reconcile.add_argument("--fix", action="store_true", help="write movements that bring the ledger to Redis")
+    clients = commands.add_parser("clients", help="API clients with scopes (gateway, payments, admin, read)")
+    client_commands = clients.add_subparsers(dest="clients_command", required=True)
+    create = client_commands.add_parser("create", help="create a client; its secret is printed once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scope", action="append", required=True, choices=["gateway", "payments", "admin", "read"])
+    client_commands.add_parser("list", help="every client, active or revoked")
+    revoke = client_commands.add_parser("revoke", help="refuse a client's secret from now on (within 1 s)")
+    revoke.add_argument("client_id")
     recover = commands.add_parser("recover", help="rebuild Redis from Postgres after Redis lost its data")
     recover.add_argument("--force", action="store_true", help="write even though Redis still holds rushgate data")
     return parser
@@ -74,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_migrate(settings)
         if arguments.command == "reconcile":
             return run_reconcile(settings, as_json=arguments.json, fix=arguments.fix)
+        if arguments.command == "clients":
+            return run_clients(settings, arguments)
         if arguments.command == "recover":
             return run_recover(settings, force=arguments.force)
         return run_worker(settings, arguments.command)
@@ -161,6 +171,37 @@ def run_reconcile(settings: Settings, *, as_json: bool, fix: bool) -> int:
         else:
             print(render_table(report))
         return 1 if report.remaining else 0
+
+    return asyncio.run(work())
+
+
+def run_clients(settings: Settings, arguments: argparse.Namespace) -> int:
+    from persistence.clients import create_client, list_clients, revoke_client
+    from persistence.database import connect as connect_database
+
+    if settings.database_url is None:
+        raise SettingsError("DATABASE_URL must be set")
+    database_url = settings.database_url
+
+    async def work() -> int:
+        connection = await connect_database(database_url)
+        try:
+            if arguments.clients_command == "create":
+                client_id, secret = await create_client(connection, arguments.name, tuple(arguments.scope))
+                print(f"client {client_id} ({', '.join(sorted(set(arguments.scope)))})\nsecret (shown once): {secret}")
+                return 0
+            if arguments.clients_command == "revoke":
+                if await revoke_client(connection, arguments.client_id):
+                    print(f"revoked {arguments.client_id}")
+                    return 0
+                print(f"rushgate clients: no active client {arguments.client_id}", file=sys.stderr)
+                return 1
+            for client in await list_clients(connection):
+                state = f"revoked {client.revoked_at:%Y-%m-%d %H:%M}" if client.revoked_at else "active"
+                print(f"{client.client_id}  {client.name:<24} {','.join(client.scopes):<28} {state}")
+            return 0
+        finally:
+            await connection.close()
 
     return asyncio.run(work())
 
