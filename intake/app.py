@@ -15,7 +15,13 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from intake.auth import BearerAuthMiddleware, ClientRegistry
-from intake.controllers import BatchController, CatalogController, HealthController, OrderController
+from intake.controllers import (
+    BatchController,
+    CatalogController,
+    HealthController,
+    OrderController,
+    PaymentCallbackController,
+)
 from intake.openapi import refine_openapi
 from intake.problems import EXCEPTION_HANDLERS
 from intake.service import CatalogService, Clock, OrderService, wall_clock_ms
@@ -80,7 +86,13 @@ def create_app(
             await client.aclose()
 
     app = Litestar(
-        route_handlers=[OrderController, batch_controller, CatalogController, HealthController],
+        route_handlers=[
+            OrderController,
+            batch_controller,
+            PaymentCallbackController,
+            CatalogController,
+            HealthController,
+        ],
         lifespan=[lifespan],
         middleware=[DefineMiddleware(BearerAuthMiddleware, registry=registry)],
         exception_handlers=EXCEPTION_HANDLERS,

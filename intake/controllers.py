@@ -8,7 +8,8 @@ from litestar import Controller, Request, Response, get, post, put
 from litestar.openapi import ResponseSpec
 from litestar.params import HeaderParameter, Parameter
 
-from intake.codec import encoded_response, read_body, read_optional_body
+from intake.callbacks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from intake.codec import decode_body, encoded_response, read_body, read_optional_body
 from intake.problems import PROBLEM_MEDIA_TYPE, as_problem
 from intake.schemas import (
     IDEMPOTENCY_KEY_PATTERN,
@@ -24,6 +25,7 @@ from intake.schemas import (
     HealthOut,
     OrderIn,
     OrderOut,
+    PaymentCallbackIn,
     PaymentIn,
     Problem,
     SkuIn,
@@ -38,6 +40,7 @@ from intake.schemas import (
 )
 from intake.service import CatalogService, OrderService, Placed
 from intake.views import order_out
+from rushgate.settings import Settings
 
 BEARER: tuple[dict[str, list[str]], ...] = ({"bearer": []},)
 
@@ -173,6 +176,40 @@ class BatchController(Controller):
             for outcome in outcomes
         ]
         return encoded_response(request, BatchOut(results), 200)
+
+
+class PaymentCallbackController(Controller):
+    """Payment providers' callbacks: no bearer token, an HMAC signature instead."""
+
+    path = "/v1/payments/callbacks"
+    tags = ("payments",)
+
+    @post(
+        "/{provider:str}",
+        operation_id="paymentCallback",
+        status_code=200,
+        summary="A signed notice from a payment provider; same effect as POST /v1/orders/{order_id}/payment",
+        description=(
+            "Headers Rushgate-Timestamp (unix seconds) and Rushgate-Signature: v1=<hex HMAC-SHA256 of"
+            " '<timestamp>.' + body with the provider's secret>. Replaying a callback changes nothing."
+        ),
+        responses=problems(400, 401, 404, 409, 422, 503),
+    )
+    async def payment_callback(self, request: Request[Any, Any, Any], provider: PathId) -> OrderOut:
+        body = await request.body()
+        settings: Settings = request.app.state.settings
+        orders = _orders(request)
+        verify(
+            settings.provider_secrets.get(provider),
+            request.headers.get(TIMESTAMP_HEADER),
+            request.headers.get(SIGNATURE_HEADER),
+            body,
+            now_s=orders.clock() // 1000,
+            tolerance_s=settings.callback_tolerance_s,
+        )
+        data = decode_body(body, request.headers.get("content-type", ""), PaymentCallbackIn)
+        payment = PaymentIn(payment_id=data.payment_id, amount=data.amount, method=data.method)
+        return order_out(await orders.pay(data.order_id, payment))
 
 
 class CatalogController(Controller):

@@ -26,6 +26,7 @@ logger = logging.getLogger("rushgate.intake")
 TITLES = {
     "invalid-request": "The request is invalid",
     "unauthorized": "Missing or wrong bearer token",
+    "invalid-signature": "The callback signature is missing, wrong or stale",
     "forbidden": "This token may not use this endpoint",
     "not-found": "Not found",
     "method-not-allowed": "Method not allowed",

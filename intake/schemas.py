@@ -72,6 +72,15 @@ class PaymentIn(RequestBody):
     method: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
 
 
+class PaymentCallbackIn(RequestBody):
+    """A payment provider's notice that an order was paid."""
+
+    order_id: Identifier
+    payment_id: Identifier
+    amount: Annotated[int, msgspec.Meta(ge=0, le=PRICE_MAX * QTY_MAX * ORDER_ITEMS_MAX)]
+    method: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+
+
 class CancelIn(RequestBody):
     reason: Literal["customer", "merchant"] = "customer"
 

@@ -8,6 +8,7 @@ to start with a message naming the variable. Nothing here is cached globally:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
@@ -22,6 +23,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     redis_url: str | None = None
     database_url: str | None = None
     gateway_tokens: tuple[str, ...] = ()
+    payment_providers: tuple[str, ...] = ()  # "name:secret" pairs that sign payment callbacks
+    callback_tolerance_s: Annotated[int, msgspec.Meta(ge=10, le=3600)] = 300
     admin_token: str = ""
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -56,6 +59,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     sweeper_lock_ttl_ms: Annotated[int, msgspec.Meta(ge=100, le=600_000)] = 5000
 
     @property
+    def provider_secrets(self) -> dict[str, bytes]:
+        return {name: secret.encode() for name, _, secret in (item.partition(":") for item in self.payment_providers)}
+
+    @property
     def flash_hold_ttl_ms(self) -> int:
         return self.flash_hold_ttl_s * 1000
 
@@ -69,7 +76,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 
 _URL_VARIABLES = {"redis_url": "REDIS_URL", "database_url": "DATABASE_URL"}
-_LIST_FIELDS = {"gateway_tokens": "RUSHGATE_GATEWAY_TOKEN"}
+_LIST_FIELDS = {"gateway_tokens": "RUSHGATE_GATEWAY_TOKEN", "payment_providers": "RUSHGATE_PAYMENT_PROVIDERS"}
 _TOKEN_LENGTH_MIN = 16
 
 
@@ -101,6 +108,13 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     short = [token for token in settings.gateway_tokens if len(token) < _TOKEN_LENGTH_MIN]
     if short:
         raise SettingsError(f"RUSHGATE_GATEWAY_TOKEN: each token must be at least {_TOKEN_LENGTH_MIN} characters")
+    for provider in settings.payment_providers:
+        name, _, secret = provider.partition(":")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", name) or len(secret) < _TOKEN_LENGTH_MIN:
+            raise SettingsError(
+                "RUSHGATE_PAYMENT_PROVIDERS: comma-separated name:secret pairs, names of a-z 0-9 _ -, "
+                f"secrets of at least {_TOKEN_LENGTH_MIN} characters"
+            )
     if settings.admin_token and len(settings.admin_token) < _TOKEN_LENGTH_MIN:
         raise SettingsError(f"RUSHGATE_ADMIN_TOKEN: must be at least {_TOKEN_LENGTH_MIN} characters")
     if settings.redis_url is not None and not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):

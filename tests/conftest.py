@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,14 +125,13 @@ def catalog(store: RedisStore, clock: ManualClock) -> CatalogService:
     return CatalogService(store, clock)
 
 
-@pytest.fixture
-async def app(store: RedisStore, settings: Settings, clock: ManualClock) -> AsyncIterator[Litestar]:
-    """The real app with its lifespan running, on the explicit clock, against the same Redis."""
+@asynccontextmanager
+async def running_app(settings: Settings, clock: ManualClock) -> AsyncIterator[Litestar]:
+    """The real app with its lifespan running (entered and left in one task, as anyio needs)."""
     application = create_app(settings, clock=clock)
     started, finished = asyncio.Event(), asyncio.Event()
 
     async def run_lifespan() -> None:
-        # The lifespan must be entered and left in one task (anyio cancel scopes).
         async with application.lifespan():
             started.set()
             await finished.wait()
@@ -143,6 +143,13 @@ async def app(store: RedisStore, settings: Settings, clock: ManualClock) -> Asyn
     finally:
         finished.set()
         await lifespan
+
+
+@pytest.fixture
+async def app(store: RedisStore, settings: Settings, clock: ManualClock) -> AsyncIterator[Litestar]:
+    """The real app on the explicit clock, against the same Redis as the store fixture."""
+    async with running_app(settings, clock) as application:
+        yield application
 
 
 @pytest.fixture
