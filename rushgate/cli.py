@@ -13,11 +13,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from rushgate.settings import Settings, SettingsError, load_settings, require_services
+
+if TYPE_CHECKING:
+    from reservation.store import RedisStore
 
 logger = logging.getLogger("rushgate")
 
@@ -146,23 +150,32 @@ def run_serve(settings: Settings, environ: dict[str, str]) -> int:
     return 0
 
 
+@asynccontextmanager
+async def _store(settings: Settings) -> AsyncIterator[RedisStore]:
+    """A store with its scripts loaded, closed on the way out."""
+    from rushgate.workers import open_store
+
+    store = open_store(settings)
+    try:
+        await store.load_scripts()
+        yield store
+    finally:
+        await store.client.aclose()
+
+
 def run_reconcile(settings: Settings, *, as_json: bool, fix: bool) -> int:
     """Exit 0 when nothing differs (or everything found was compensated), 1 otherwise, 3 if not drained."""
     from rushgate.reconcile import NotDrained, reconcile, render_table
-    from rushgate.workers import open_store
 
     require_services(settings)
 
     async def work() -> int:
-        store = open_store(settings)
         try:
-            await store.load_scripts()
-            report = await reconcile(store, settings, fix=fix)
+            async with _store(settings) as store:
+                report = await reconcile(store, settings, fix=fix)
         except NotDrained as error:
             print(f"rushgate reconcile: {error}", file=sys.stderr)
             return 3
-        finally:
-            await store.client.aclose()
         if as_json:
             print(json.dumps({
                 "differences": [difference.as_dict() for difference in report.differences],
@@ -208,20 +221,16 @@ def run_clients(settings: Settings, arguments: argparse.Namespace) -> int:
 
 def run_recover(settings: Settings, *, force: bool) -> int:
     from rushgate.recover import RedisNotEmpty, recover
-    from rushgate.workers import open_store
 
     require_services(settings)
 
     async def work() -> int:
-        store = open_store(settings)
         try:
-            await store.load_scripts()
-            recovered = await recover(store, settings, force=force)
+            async with _store(settings) as store:
+                recovered = await recover(store, settings, force=force)
         except RedisNotEmpty as error:
             print(f"rushgate recover: {error}", file=sys.stderr)
             return 1
-        finally:
-            await store.client.aclose()
         print(
             f"recovered {recovered.skus} SKUs, stock at {recovered.stock_places} places, {recovered.orders} orders "
             f"({recovered.live_holds} awaiting payment), {recovered.idempotency_records} idempotency records"
@@ -232,23 +241,19 @@ def run_recover(settings: Settings, *, force: bool) -> int:
 
 
 def run_worker(settings: Settings, command: str) -> int:
-    from rushgate.workers import Persister, Sweeper, open_store
+    from rushgate.workers import Persister, Sweeper
 
     require_services(settings)
 
     async def work() -> None:
-        store = open_store(settings)
-        await store.load_scripts()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signal_number in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signal_number, stop.set)
-        worker = Persister(store, settings) if command == "persister" else Sweeper(store, settings)
-        logger.info("%s started", command)
-        try:
+        async with _store(settings) as store:
+            worker = Persister(store, settings) if command == "persister" else Sweeper(store, settings)
+            logger.info("%s started", command)
             await worker.run(stop)
-        finally:
-            await store.client.aclose()
         logger.info("%s stopped", command)
 
     asyncio.run(work())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import Any
 
 from intake.schemas import DispatchIn, OrderIn, OrderItemIn, SkuIn, StockSetIn, WarehouseIn
 from intake.service import CatalogService
@@ -107,3 +108,15 @@ def by_warehouse(levels: dict[tuple[str, str], StockLevels]) -> dict[str, dict[s
     for (sku, warehouse_id), level in levels.items():
         table[sku][warehouse_id] = level.available
     return dict(table)
+
+
+async def seed_over_http(client: Any, admin_headers: dict[str, str], *, on_hand: int) -> None:
+    """One warehouse in region eu, its dispatch rule, SKU s1 at 100 EUR cents, on_hand units of it."""
+    for path, body in [
+        ("/v1/warehouses/w1", {"region": "eu", "name": "Berlin"}),
+        ("/v1/dispatch/eu", {"warehouses": ["w1"]}),
+        ("/v1/skus/s1", {"name": "Phone", "merchant_id": "m1", "price": 100, "currency": "EUR"}),
+        ("/v1/stock/s1/w1", {"on_hand": on_hand}),
+    ]:
+        response = await client.put(path, json=body, headers=admin_headers)
+        assert response.status_code == 200, response.text

@@ -15,6 +15,7 @@ from persistence.clients import digest
 from reservation.store import RedisStore
 from tests.conftest import Services, admin_headers
 from tests.processes import eventually, running, serve_command, service_environment, wait_ready
+from tests.support import seed_over_http
 
 ORDER = {"customer_id": "c1", "region": "eu", "order_type": "flash", "items": [{"sku": "s1", "qty": 1}]}
 
@@ -57,13 +58,7 @@ async def test_scoped_clients_get_what_their_scopes_allow_and_a_revoked_one_is_r
         base_url = f"http://127.0.0.1:{port}"
         await wait_ready(base_url, server, tmp_path / "serve.log")
         async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
-            for path, body in [
-                ("/v1/warehouses/w1", {"region": "eu", "name": "Berlin"}),
-                ("/v1/dispatch/eu", {"warehouses": ["w1"]}),
-                ("/v1/skus/s1", {"name": "Phone", "merchant_id": "m1", "price": 100, "currency": "EUR"}),
-                ("/v1/stock/s1/w1", {"on_hand": 10}),
-            ]:
-                assert (await http.put(path, json=body, headers=admin_headers())).status_code == 200
+            await seed_over_http(http, admin_headers(), on_hand=10)
             created = await http.post("/v1/orders", json=ORDER, headers=bearer(shop, "k1"))
             assert created.status_code == 201, created.text
             order_id = created.json()["order_id"]

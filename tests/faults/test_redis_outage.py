@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from httpx import ASGITransport, AsyncClient
 
-from intake.app import create_app
 from rushgate.embedded import EmbeddedRedis
-from tests.conftest import Services, admin_headers, gateway_headers, make_settings
+from tests.conftest import ManualClock, Services, admin_headers, gateway_headers, make_settings, running_app
+from tests.support import seed_over_http
 
 pytestmark = pytest.mark.slow
 
@@ -31,29 +31,12 @@ async def own_redis(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
 @pytest.fixture
 async def client(services: Services, own_redis: EmbeddedRedis) -> AsyncIterator[AsyncClient]:
     settings = make_settings(services, REDIS_URL=own_redis.url, RUSHGATE_REDIS_TIMEOUT_MS="300")
-    app = create_app(settings)
-    started, finished = asyncio.Event(), asyncio.Event()
-
-    async def run_lifespan() -> None:
-        async with app.lifespan():
-            started.set()
-            await finished.wait()
-
-    lifespan = asyncio.create_task(run_lifespan())
-    await asyncio.wait_for(started.wait(), 30)
-    try:
-        async with AsyncClient(transport=ASGITransport(app=app), base_url="http://rushgate", timeout=30) as http:
-            for path, body in [
-                ("/v1/warehouses/w1", {"region": "eu", "name": "Berlin"}),
-                ("/v1/dispatch/eu", {"warehouses": ["w1"]}),
-                ("/v1/skus/s1", {"name": "Phone", "merchant_id": "m1", "price": 100, "currency": "EUR"}),
-                ("/v1/stock/s1/w1", {"on_hand": 100}),
-            ]:
-                assert (await http.put(path, json=body, headers=admin_headers())).status_code == 200
-            yield http
-    finally:
-        finished.set()
-        await lifespan
+    async with (
+        running_app(settings, ManualClock()) as app,
+        AsyncClient(transport=ASGITransport(app=app), base_url="http://rushgate", timeout=30) as http,
+    ):
+        await seed_over_http(http, admin_headers(), on_hand=100)
+        yield http
 
 
 def assert_unavailable(response: object) -> None:
@@ -104,26 +87,13 @@ async def test_no_acknowledged_order_is_lost_when_redis_is_killed_under_load(
     """
     server = EmbeddedRedis(tmp_path / "redis", appendfsync=appendfsync).start()
     settings = make_settings(services, REDIS_URL=server.url, RUSHGATE_REDIS_TIMEOUT_MS="300")
-    app = create_app(settings)
-    started, finished = asyncio.Event(), asyncio.Event()
-
-    async def run_lifespan() -> None:
-        async with app.lifespan():
-            started.set()
-            await finished.wait()
-
-    lifespan = asyncio.create_task(run_lifespan())
-    await asyncio.wait_for(started.wait(), 30)
     acknowledged: dict[str, str] = {}
     try:
-        async with AsyncClient(transport=ASGITransport(app=app), base_url="http://rushgate", timeout=30) as http:
-            for path, body in [
-                ("/v1/warehouses/w1", {"region": "eu", "name": "Berlin"}),
-                ("/v1/dispatch/eu", {"warehouses": ["w1"]}),
-                ("/v1/skus/s1", {"name": "Phone", "merchant_id": "m1", "price": 100, "currency": "EUR"}),
-                ("/v1/stock/s1/w1", {"on_hand": 100_000}),
-            ]:
-                assert (await http.put(path, json=body, headers=admin_headers())).status_code == 200
+        async with (
+            running_app(settings, ManualClock()) as app,
+            AsyncClient(transport=ASGITransport(app=app), base_url="http://rushgate", timeout=30) as http,
+        ):
+            await seed_over_http(http, admin_headers(), on_hand=100_000)
             killed = asyncio.Event()
 
             async def buyer(number: int) -> None:
@@ -147,6 +117,4 @@ async def test_no_acknowledged_order_is_lost_when_redis_is_killed_under_load(
             # gets it by retrying the key. Never fewer than acknowledged.
             assert stock["reserved"] >= len(acknowledged)
     finally:
-        finished.set()
-        await lifespan
         server.stop()

@@ -13,6 +13,7 @@ import pytest
 from reservation.store import RedisStore
 from tests.conftest import Services, admin_headers, gateway_headers
 from tests.processes import running, serve_command, service_environment, wait_ready
+from tests.support import seed_over_http
 
 pytestmark = pytest.mark.slow
 
@@ -36,14 +37,7 @@ async def test_retries_across_a_killed_worker_give_exactly_one_order_per_idempot
         async with httpx.AsyncClient(
             base_url=base_url, timeout=10, limits=httpx.Limits(max_keepalive_connections=0)
         ) as client:
-            admin = admin_headers()
-            for path, body in [
-                ("/v1/warehouses/w1", {"region": "eu", "name": "Berlin"}),
-                ("/v1/dispatch/eu", {"warehouses": ["w1"]}),
-                ("/v1/skus/s1", {"name": "Phone", "merchant_id": "m1", "price": 100, "currency": "EUR"}),
-                ("/v1/stock/s1/w1", {"on_hand": 10_000}),
-            ]:
-                assert (await client.put(path, json=body, headers=admin)).status_code == 200
+            await seed_over_http(client, admin_headers(), on_hand=10_000)
             answered: dict[str, set[str]] = {}
             failures = 0
             enough_answered = asyncio.Event()
