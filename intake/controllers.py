@@ -67,6 +67,7 @@ PROBLEM_DESCRIPTIONS = {
     413: "payload-too-large",
     415: "unsupported-media-type",
     422: "invalid-request (unknown sku or region, ...), idempotency-key-reused, amount-mismatch",
+    429: "rate-limited or cooling-down (Retry-After)",
     503: "backlog-full or dependency-unavailable (Retry-After)",
 }
 DATA_PLANE_PROBLEMS = problems(400, 401, 404, 409, 422, 503)
@@ -96,7 +97,7 @@ class OrderController(Controller):
         status_code=201,
         summary="Hold stock for an order",
         description="Body and response in JSON or MessagePack (Content-Type / Accept: application/msgpack).",
-        responses=problems(400, 401, 403, 409, 413, 415, 422, 503),
+        responses=problems(400, 401, 403, 409, 413, 415, 422, 429, 503),
     )
     async def create_order(
         self,

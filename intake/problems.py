@@ -45,6 +45,8 @@ TITLES = {
     "stock-conflict": "The stock changed or would fall below what is held",
     "insufficient-stock": "Not enough available stock",
     "backlog-full": "Too many events wait to be persisted",
+    "rate-limited": "Too many orders from this customer in a short time",
+    "cooling-down": "Orders from this customer are paused after unusual activity",
     "dependency-unavailable": "A dependency is unavailable",
     "internal-error": "Internal error",
 }

@@ -40,7 +40,7 @@ from reservation.coalescer import Coalescer
 from reservation.outcomes import CancelCode, PayCode, ReserveCode, StockCode, TransferCode
 from reservation.records import CustomerBlock, DispatchPut, OrderRecord, SkuPut, WarehousePut
 from reservation.sold_out import SoldOutFlags
-from reservation.store import OrderRequest, RedisStore, ReserveResult, StockLevels
+from reservation.store import AttemptLimits, OrderRequest, RedisStore, ReserveResult, StockLevels
 from rushgate.settings import Settings
 
 Clock = Callable[[], int]
@@ -89,6 +89,8 @@ _RESERVE_PROBLEMS = {
     ReserveCode.UNKNOWN_REGION: (422, "invalid-request"),
     ReserveCode.BACKLOG_FULL: (503, "backlog-full"),
     ReserveCode.MIXED_CURRENCY: (422, "invalid-request"),
+    ReserveCode.RATE_LIMITED: (429, "rate-limited"),
+    ReserveCode.COOLING_DOWN: (429, "cooling-down"),
 }
 
 
@@ -106,6 +108,11 @@ def _reserve_problem(code: ReserveCode, detail: str) -> ProblemError:
         return ProblemError(status, kind, f"sku {detail} is priced in another currency", sku=detail)
     if code is ReserveCode.IDEMPOTENCY_KEY_REUSED:
         return ProblemError(status, kind, "this Idempotency-Key was used with a different body", order_id=detail)
+    if code in (ReserveCode.RATE_LIMITED, ReserveCode.COOLING_DOWN):
+        wait_s = max(1, -(-int(detail) // 1000))
+        error = ProblemError(status, kind, f"try again in {wait_s} s")
+        error.headers["Retry-After"] = str(wait_s)
+        return error
     error = ProblemError(status, kind, None)
     if code is ReserveCode.BACKLOG_FULL:
         error.headers["Retry-After"] = "1"
@@ -150,6 +157,12 @@ class OrderService:
         self.settings = settings
         self.clock = clock
         self.sold_out = sold_out
+        self.limits = AttemptLimits(
+            attempts_max=settings.customer_attempts_max,
+            window_ms=settings.customer_window_ms,
+            abnormal_attempts_max=settings.abnormal_attempts_max,
+            cooldown_ms=settings.abnormal_cooldown_s * 1000,
+        )
         bounds = {
             "batch_size_max": settings.coalesce_batch_size_max,
             "calls_in_flight_max": settings.coalesce_calls_in_flight_max,
@@ -186,6 +199,7 @@ class OrderService:
             now_ms=self.clock(),
             stream_length_max=self.settings.stream_length_max,
             idempotency_ttl_ms=self.settings.idempotency_ttl_ms,
+            limits=self.limits,
         )
 
     def _flagged_sku(self, request: OrderRequest) -> str | None:

@@ -21,8 +21,12 @@ KEYS[6…] the keys the orders below name by index (idempotency, order, customer
 ARGV[1]  now_ms
 ARGV[2]  stream_length_max: refuse new orders while the stream holds this many entries
 ARGV[3]  idempotency_ttl_ms
-ARGV[4]  order count N, then N orders, each:
-         idempotency_key_index, order_key_index, customer_counter_key_index,
+ARGV[4]  attempts_max: orders a customer may try per window (0: no limit)
+ARGV[5]  window_ms of that limit
+ARGV[6]  abnormal_attempts_max: more tries than this in one window start a cool-down (0: never)
+ARGV[7]  cooldown_ms
+ARGV[8]  order count N, then N orders, each:
+         idempotency_key_index, order_key_index, customer_counter_key_index, customer_rate_key_index,
          order_id, idempotency_key, fingerprint, customer_id, region, order_type,
          hold_ttl_ms, allow_split ("1"/"0"), line_count L,
          then L lines: sku, qty, sku_config_key_index, sku_stock_key_index
@@ -40,7 +44,11 @@ Returns one entry per order, in order: {code, detail}
   code 9 unknown region      detail = region
   code 10 stream backlog full detail = ""
   code 11 mixed currencies   detail = sku
+  code 12 rate limited       detail = ms until the window ends
+  code 13 cooling down       detail = ms until the cool-down ends
 Mirrored by reservation.outcomes.ReserveCode.
+Customer rate hash (customer_rate_key): start (window start ms), n (tries in it), cool (cool-down end ms).
+A replay is not a try; every other order is, whatever its outcome.
 
 Order document (msgpack array, 1-based here; mirrored by reservation.records.OrderRecord):
   1 order_id 2 status 3 customer_id 4 region 5 order_type 6 created_ms 7 expires_ms
@@ -54,13 +62,17 @@ Event fields: k kind, o order document, m movements {{sku, wh, kind, qty, d_a, d
 local CODE_ACCEPTED, CODE_REPLAYED, CODE_SOLD_OUT, CODE_LIMIT = 1, 2, 3, 4
 local CODE_NOT_OPEN, CODE_BLOCKED, CODE_KEY_REUSED, CODE_UNKNOWN_SKU = 5, 6, 7, 8
 local CODE_UNKNOWN_REGION, CODE_BACKLOG_FULL, CODE_MIXED_CURRENCY = 9, 10, 11
+local CODE_RATE_LIMITED, CODE_COOLING_DOWN = 12, 13
 
 local stream_key, expiry_key, dispatch_key, blocklist_key, sold_out_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now_ms = tonumber(ARGV[1])
 local stream_length_max = tonumber(ARGV[2])
 local idempotency_ttl_ms = tonumber(ARGV[3])
-local order_count = tonumber(ARGV[4])
-if not now_ms or not stream_length_max or not idempotency_ttl_ms or not order_count then
+local attempts_max, window_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
+local abnormal_max, cooldown_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
+local order_count = tonumber(ARGV[8])
+if not now_ms or not stream_length_max or not idempotency_ttl_ms or not order_count or not attempts_max
+    or not window_ms or not abnormal_max or not cooldown_ms then
   return redis.error_reply('ERR reserve: malformed header')
 end
 
@@ -177,12 +189,34 @@ local function hold_order(order, plan)
   return packed
 end
 
+-- Count this try against the customer's window; a refusal when over a limit, else nil.
+local function count_attempt(order)
+  if attempts_max == 0 and abnormal_max == 0 then return nil end
+  local rate_key = KEYS[order.rate_index]
+  local rate = redis.call('HMGET', rate_key, 'start', 'n', 'cool')
+  local cool = tonumber(rate[3]) or 0
+  if cool > now_ms then return {CODE_COOLING_DOWN, int(cool - now_ms)} end
+  local start, tries = tonumber(rate[1]) or 0, tonumber(rate[2]) or 0
+  if now_ms - start >= window_ms then start, tries = now_ms, 0 end
+  tries = tries + 1
+  redis.call('HSET', rate_key, 'start', int(start), 'n', tries)
+  redis.call('PEXPIRE', rate_key, window_ms + cooldown_ms)
+  if abnormal_max > 0 and tries > abnormal_max then
+    redis.call('HSET', rate_key, 'cool', int(now_ms + cooldown_ms))
+    return {CODE_COOLING_DOWN, int(cooldown_ms)}
+  end
+  if attempts_max > 0 and tries > attempts_max then return {CODE_RATE_LIMITED, int(start + window_ms - now_ms)} end
+  return nil
+end
+
 local function decide(order)
   local record = redis.call('HMGET', KEYS[order.idempotency_index], 'order_id', 'fingerprint', 'document')
   if record[1] then
     if record[2] ~= order.fingerprint then return {CODE_KEY_REUSED, record[1]} end
     return {CODE_REPLAYED, record[3]}
   end
+  local limited = count_attempt(order)
+  if limited then return limited end
   stream_length = stream_length or redis.call('XLEN', stream_key)
   if stream_length >= stream_length_max then return {CODE_BACKLOG_FULL, ''} end
   local blocked = blocked_cache[order.customer_id]
@@ -214,22 +248,22 @@ local function key_index(value)
   return index
 end
 
-local orders, cursor = {}, 5
+local orders, cursor = {}, 9
 for _ = 1, order_count do
   local order = {
     idempotency_index = key_index(ARGV[cursor]), order_index = key_index(ARGV[cursor + 1]),
-    counter_index = key_index(ARGV[cursor + 2]), order_id = ARGV[cursor + 3],
-    idempotency_key = ARGV[cursor + 4], fingerprint = ARGV[cursor + 5],
-    customer_id = ARGV[cursor + 6], region = ARGV[cursor + 7], order_type = ARGV[cursor + 8],
-    hold_ttl_ms = tonumber(ARGV[cursor + 9]), allow_split = ARGV[cursor + 10] == '1',
+    counter_index = key_index(ARGV[cursor + 2]), rate_index = key_index(ARGV[cursor + 3]),
+    order_id = ARGV[cursor + 4], idempotency_key = ARGV[cursor + 5], fingerprint = ARGV[cursor + 6],
+    customer_id = ARGV[cursor + 7], region = ARGV[cursor + 8], order_type = ARGV[cursor + 9],
+    hold_ttl_ms = tonumber(ARGV[cursor + 10]), allow_split = ARGV[cursor + 11] == '1',
     lines = {},
   }
-  local line_count = tonumber(ARGV[cursor + 11])
-  if not order.idempotency_index or not order.order_index or not order.counter_index
+  local line_count = tonumber(ARGV[cursor + 12])
+  if not order.idempotency_index or not order.order_index or not order.counter_index or not order.rate_index
       or not order.hold_ttl_ms or not line_count or line_count < 1 then
     return redis.error_reply('ERR reserve: malformed order at ARGV ' .. cursor)
   end
-  cursor = cursor + 12
+  cursor = cursor + 13
   local seen = {}
   for _ = 1, line_count do
     local sku, qty = ARGV[cursor], tonumber(ARGV[cursor + 1])

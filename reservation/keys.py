@@ -71,6 +71,9 @@ class PartitionKeys:
     def customer_counters(self, customer_id: str) -> str:
         return f"{self.tag}:bought:{customer_id}"
 
+    def customer_rate(self, customer_id: str) -> str:
+        return f"{self.tag}:rate:{customer_id}"
+
     def idempotency(self, idempotency_key: str) -> str:
         return f"{self.tag}:idem:{idempotency_key}"
 

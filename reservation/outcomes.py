@@ -23,6 +23,8 @@ class ReserveCode(IntEnum):
     UNKNOWN_REGION = 9
     BACKLOG_FULL = 10
     MIXED_CURRENCY = 11
+    RATE_LIMITED = 12
+    COOLING_DOWN = 13
 
 
 class CancelCode(IntEnum):

@@ -39,6 +39,16 @@ class OrderRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptLimits:
+    """Per-customer limits on tries; 0 switches a limit off."""
+
+    attempts_max: int = 0
+    window_ms: int = 1000
+    abnormal_attempts_max: int = 0
+    cooldown_ms: int = 60_000
+
+
+@dataclass(frozen=True, slots=True)
 class ReserveResult:
     code: ReserveCode
     order: OrderRecord | None
@@ -118,16 +128,21 @@ class RedisStore:
         now_ms: int,
         stream_length_max: int,
         idempotency_ttl_ms: int,
+        limits: AttemptLimits = AttemptLimits(),
     ) -> list[ReserveResult]:
         """Decide every order in one call; each is held all-or-nothing on its own."""
         keys = self.keys
         table = KeyTable([keys.stream, keys.expiry, keys.dispatch, keys.blocklist, keys.sold_out])
-        args: list[Any] = [now_ms, stream_length_max, idempotency_ttl_ms, len(orders)]
+        args: list[Any] = [
+            now_ms, stream_length_max, idempotency_ttl_ms, limits.attempts_max, limits.window_ms,
+            limits.abnormal_attempts_max, limits.cooldown_ms, len(orders),
+        ]  # fmt: skip
         for order in orders:
             args += [
                 table.index(keys.idempotency(order.idempotency_key)),
                 table.index(keys.order(order.order_id)),
                 table.index(keys.customer_counters(order.customer_id)),
+                table.index(keys.customer_rate(order.customer_id)),
                 order.order_id,
                 order.idempotency_key,
                 order.fingerprint,
