@@ -31,7 +31,7 @@ from rushgate.settings import Settings
 
 DatabaseCheck = Callable[[], Awaitable[None]]
 DatabaseCheckFactory = Callable[[], AbstractAsyncContextManager[DatabaseCheck]]
-ClientSource = Callable[[], Awaitable[dict[bytes, frozenset[str]]]]
+ClientSource = Callable[[], Awaitable[dict[bytes, tuple[str, frozenset[str]]]]]
 ClientSourceFactory = Callable[[], AbstractAsyncContextManager[ClientSource]]
 
 READINESS_TIMEOUT_S = 2.0

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
@@ -24,6 +24,10 @@ from intake.problems import PROBLEM_MEDIA_TYPE, encode_problem
 
 ALL_SCOPES = frozenset({"gateway", "payments", "admin", "read"})
 GATEWAY_TOKEN_SCOPES = frozenset({"gateway", "payments", "read"})
+CLIENT_ID_SCOPE_KEY = "rushgate.client_id"
+"""Where the middleware leaves the authenticated client's id in the ASGI scope (see client_id_of)."""
+
+Identity = tuple[str, frozenset[str]]  # client id, scopes
 
 
 def required_scopes(method: str, path: str) -> frozenset[str] | None:
@@ -54,15 +58,21 @@ class ClientRegistry:
     def __init__(self, gateway_tokens: Sequence[str], admin_token: str) -> None:
         self.admin_token = admin_token.encode()
         self.gateway_tokens = [token.encode() for token in gateway_tokens]
-        self.clients: Mapping[bytes, frozenset[str]] = {}
+        self.clients: Mapping[bytes, Identity] = {}
 
-    def scopes_for(self, token: bytes) -> frozenset[str] | None:
+    def identify(self, token: bytes) -> Identity | None:
+        """(client id, scopes) of a token; the environment's tokens are the clients admin and gateway."""
         if self.admin_token and hmac.compare_digest(token, self.admin_token):
-            return ALL_SCOPES
+            return ("admin", ALL_SCOPES)
         # Compare against every gateway token so the time taken does not reveal which one matched.
         if any([hmac.compare_digest(token, expected) for expected in self.gateway_tokens]):
-            return GATEWAY_TOKEN_SCOPES
+            return ("gateway", GATEWAY_TOKEN_SCOPES)
         return self.clients.get(secret_digest(token))
+
+
+def client_id_of(scope: Mapping[str, Any]) -> str:
+    """The authenticated client's id ("" where no token was needed)."""
+    return str(scope.get(CLIENT_ID_SCOPE_KEY, ""))
 
 
 class BearerAuthMiddleware:
@@ -93,11 +103,13 @@ class BearerAuthMiddleware:
         token = token.strip()
         if scheme.lower() != b"bearer" or not token:
             return 401, "unauthorized", "send Authorization: Bearer <token>"
-        scopes = self.registry.scopes_for(token)
-        if scopes is None:
+        identity = self.registry.identify(token)
+        if identity is None:
             return 401, "unauthorized", "unknown or revoked token"
+        client_id, scopes = identity
         if not scopes & needed:
             return 403, "forbidden", f"this token needs one of the scopes: {', '.join(sorted(needed))}"
+        cast(dict[str, Any], scope)[CLIENT_ID_SCOPE_KEY] = client_id
         return None
 
 

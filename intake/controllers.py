@@ -8,6 +8,7 @@ from litestar import Controller, Request, Response, get, post, put
 from litestar.openapi import ResponseSpec
 from litestar.params import HeaderParameter, Parameter
 
+from intake.auth import client_id_of
 from intake.callbacks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from intake.codec import decode_body, encoded_response, read_body, read_optional_body
 from intake.problems import PROBLEM_MEDIA_TYPE, as_problem
@@ -113,7 +114,7 @@ class OrderController(Controller):
         ],
     ) -> Response[OrderOut]:
         data = await read_body(request, OrderIn)
-        placed = await _orders(request).place(data, idempotency_key)
+        placed = await _orders(request).place(data, idempotency_key, client_id_of(request.scope))
         response = encoded_response(request, order_out(placed.order), 201)
         if not placed.created:
             response.headers["Idempotent-Replayed"] = "true"
@@ -169,7 +170,9 @@ class BatchController(Controller):
     )
     async def create_orders(self, request: Request[Any, Any, Any]) -> Response[BatchOut]:
         data = await read_body(request, BatchIn)
-        outcomes = await _orders(request).place_batch([(order.idempotency_key, order) for order in data.orders])
+        outcomes = await _orders(request).place_batch(
+            [(order.idempotency_key, order) for order in data.orders], client_id_of(request.scope)
+        )
         results = [
             BatchResultOut(201, order=order_out(outcome.order))
             if isinstance(outcome, Placed)

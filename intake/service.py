@@ -162,6 +162,7 @@ class OrderService:
             window_ms=settings.customer_window_ms,
             abnormal_attempts_max=settings.abnormal_attempts_max,
             cooldown_ms=settings.abnormal_cooldown_s * 1000,
+            client_attempts_max=settings.client_attempts_max,
         )
         bounds = {
             "batch_size_max": settings.coalesce_batch_size_max,
@@ -176,7 +177,7 @@ class OrderService:
             return self.settings.flash_hold_ttl_ms
         return self.settings.normal_hold_ttl_ms
 
-    def to_request(self, order: OrderIn, idempotency_key: str, now_ms: int) -> OrderRequest:
+    def to_request(self, order: OrderIn, idempotency_key: str, now_ms: int, client_id: str = "") -> OrderRequest:
         skus = [item.sku for item in order.items]
         if len(set(skus)) != len(skus):
             raise ProblemError(422, "invalid-request", "each sku may appear once per order; add the quantities")
@@ -190,6 +191,7 @@ class OrderService:
             hold_ttl_ms=self.hold_ttl_ms(order.order_type),
             allow_split=order.allow_split,
             items=tuple((item.sku, item.qty) for item in order.items),
+            client_id=client_id,
         )
 
     async def reserve_now(self, requests: Sequence[OrderRequest]) -> list[ReserveResult]:
@@ -207,22 +209,24 @@ class OrderService:
             return None
         return self.sold_out.first_sold_out(sku for sku, _ in request.items)
 
-    async def place(self, order: OrderIn, idempotency_key: str) -> Placed:
+    async def place(self, order: OrderIn, idempotency_key: str, client_id: str = "") -> Placed:
         """Hold stock for one order; a refusal raises ProblemError."""
-        request = self.to_request(order, idempotency_key, self.clock())
+        request = self.to_request(order, idempotency_key, self.clock(), client_id)
         flagged = self._flagged_sku(request)
         if flagged is not None and not await self.known_keys.submit(idempotency_key):
             raise _reserve_problem(ReserveCode.SOLD_OUT, flagged)
         return _placed(await self.reservations.submit(request))
 
-    async def place_batch(self, orders: Sequence[tuple[str, OrderIn]]) -> list[Placed | ProblemError]:
+    async def place_batch(
+        self, orders: Sequence[tuple[str, OrderIn]], client_id: str = ""
+    ) -> list[Placed | ProblemError]:
         """Decide many orders, each on its own; one outcome per order, in order."""
         now_ms = self.clock()
         outcomes: list[Placed | ProblemError | None] = [None] * len(orders)
         pending: list[tuple[int, OrderRequest]] = []
         for index, (idempotency_key, order) in enumerate(orders):
             try:
-                pending.append((index, self.to_request(order, idempotency_key, now_ms)))
+                pending.append((index, self.to_request(order, idempotency_key, now_ms, client_id)))
             except ProblemError as problem:
                 outcomes[index] = problem
         flagged = [(index, request, sku) for index, request in pending if (sku := self._flagged_sku(request))]

@@ -25,8 +25,10 @@ ARGV[4]  attempts_max: orders a customer may try per window (0: no limit)
 ARGV[5]  window_ms of that limit
 ARGV[6]  abnormal_attempts_max: more tries than this in one window start a cool-down (0: never)
 ARGV[7]  cooldown_ms
-ARGV[8]  order count N, then N orders, each:
+ARGV[8]  client_attempts_max: orders one API client may send per window (0: no limit)
+ARGV[9]  order count N, then N orders, each:
          idempotency_key_index, order_key_index, customer_counter_key_index, customer_rate_key_index,
+         client_rate_key_index,
          order_id, idempotency_key, fingerprint, customer_id, region, order_type,
          hold_ttl_ms, allow_split ("1"/"0"), line_count L,
          then L lines: sku, qty, sku_config_key_index, sku_stock_key_index
@@ -48,6 +50,7 @@ Returns one entry per order, in order: {code, detail}
   code 13 cooling down       detail = ms until the cool-down ends
 Mirrored by reservation.outcomes.ReserveCode.
 Customer rate hash (customer_rate_key): start (window start ms), n (tries in it), cool (cool-down end ms).
+Client rate hash (client_rate_key): start, n, over the same window.
 A replay is not a try; every other order is, whatever its outcome.
 
 Order document (msgpack array, 1-based here; mirrored by reservation.records.OrderRecord):
@@ -70,9 +73,10 @@ local stream_length_max = tonumber(ARGV[2])
 local idempotency_ttl_ms = tonumber(ARGV[3])
 local attempts_max, window_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
 local abnormal_max, cooldown_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
-local order_count = tonumber(ARGV[8])
+local client_attempts_max = tonumber(ARGV[8])
+local order_count = tonumber(ARGV[9])
 if not now_ms or not stream_length_max or not idempotency_ttl_ms or not order_count or not attempts_max
-    or not window_ms or not abnormal_max or not cooldown_ms then
+    or not window_ms or not abnormal_max or not cooldown_ms or not client_attempts_max then
   return redis.error_reply('ERR reserve: malformed header')
 end
 
@@ -189,18 +193,29 @@ local function hold_order(order, plan)
   return packed
 end
 
--- Count this try against the customer's window; a refusal when over a limit, else nil.
-local function count_attempt(order)
-  if attempts_max == 0 and abnormal_max == 0 then return nil end
-  local rate_key = KEYS[order.rate_index]
-  local rate = redis.call('HMGET', rate_key, 'start', 'n', 'cool')
-  local cool = tonumber(rate[3]) or 0
-  if cool > now_ms then return {CODE_COOLING_DOWN, int(cool - now_ms)} end
+-- One more try in a fixed window kept in a hash: returns the tries so far and the window start.
+local function count_in_window(rate_key)
+  local rate = redis.call('HMGET', rate_key, 'start', 'n')
   local start, tries = tonumber(rate[1]) or 0, tonumber(rate[2]) or 0
   if now_ms - start >= window_ms then start, tries = now_ms, 0 end
   tries = tries + 1
   redis.call('HSET', rate_key, 'start', int(start), 'n', tries)
   redis.call('PEXPIRE', rate_key, window_ms + cooldown_ms)
+  return tries, start
+end
+
+-- Count this try against the API client's and the customer's windows; a refusal when over
+-- a limit, else nil.
+local function count_attempt(order)
+  if client_attempts_max > 0 then
+    local tries, start = count_in_window(KEYS[order.client_rate_index])
+    if tries > client_attempts_max then return {CODE_RATE_LIMITED, int(start + window_ms - now_ms)} end
+  end
+  if attempts_max == 0 and abnormal_max == 0 then return nil end
+  local rate_key = KEYS[order.rate_index]
+  local cool = tonumber(redis.call('HGET', rate_key, 'cool') or '0')
+  if cool > now_ms then return {CODE_COOLING_DOWN, int(cool - now_ms)} end
+  local tries, start = count_in_window(rate_key)
   if abnormal_max > 0 and tries > abnormal_max then
     redis.call('HSET', rate_key, 'cool', int(now_ms + cooldown_ms))
     return {CODE_COOLING_DOWN, int(cooldown_ms)}
@@ -248,22 +263,23 @@ local function key_index(value)
   return index
 end
 
-local orders, cursor = {}, 9
+local orders, cursor = {}, 10
 for _ = 1, order_count do
   local order = {
     idempotency_index = key_index(ARGV[cursor]), order_index = key_index(ARGV[cursor + 1]),
     counter_index = key_index(ARGV[cursor + 2]), rate_index = key_index(ARGV[cursor + 3]),
-    order_id = ARGV[cursor + 4], idempotency_key = ARGV[cursor + 5], fingerprint = ARGV[cursor + 6],
-    customer_id = ARGV[cursor + 7], region = ARGV[cursor + 8], order_type = ARGV[cursor + 9],
-    hold_ttl_ms = tonumber(ARGV[cursor + 10]), allow_split = ARGV[cursor + 11] == '1',
+    client_rate_index = key_index(ARGV[cursor + 4]),
+    order_id = ARGV[cursor + 5], idempotency_key = ARGV[cursor + 6], fingerprint = ARGV[cursor + 7],
+    customer_id = ARGV[cursor + 8], region = ARGV[cursor + 9], order_type = ARGV[cursor + 10],
+    hold_ttl_ms = tonumber(ARGV[cursor + 11]), allow_split = ARGV[cursor + 12] == '1',
     lines = {},
   }
-  local line_count = tonumber(ARGV[cursor + 12])
+  local line_count = tonumber(ARGV[cursor + 13])
   if not order.idempotency_index or not order.order_index or not order.counter_index or not order.rate_index
-      or not order.hold_ttl_ms or not line_count or line_count < 1 then
+      or not order.client_rate_index or not order.hold_ttl_ms or not line_count or line_count < 1 then
     return redis.error_reply('ERR reserve: malformed order at ARGV ' .. cursor)
   end
-  cursor = cursor + 13
+  cursor = cursor + 14
   local seen = {}
   for _ = 1, line_count do
     local sku, qty = ARGV[cursor], tonumber(ARGV[cursor + 1])

@@ -63,19 +63,21 @@ async def revoke_client(connection: asyncpg.Connection, client_id: str) -> bool:
     return str(status).endswith(" 1")
 
 
-async def active_scopes(connection: asyncpg.Connection) -> dict[bytes, frozenset[str]]:
-    """Digest of every active client's secret, with its scopes."""
-    rows = await connection.fetch("SELECT secret_sha256, scopes FROM api_clients WHERE revoked_at IS NULL")
-    return {bytes(row["secret_sha256"]): frozenset(row["scopes"]) for row in rows}
+async def active_scopes(connection: asyncpg.Connection) -> dict[bytes, tuple[str, frozenset[str]]]:
+    """Digest of every active client's secret, with its id and scopes."""
+    rows = await connection.fetch("SELECT secret_sha256, client_id, scopes FROM api_clients WHERE revoked_at IS NULL")
+    return {bytes(row["secret_sha256"]): (row["client_id"], frozenset(row["scopes"])) for row in rows}
 
 
 @asynccontextmanager
-async def scopes_reader(url: str) -> AsyncIterator[Callable[[], Awaitable[dict[bytes, frozenset[str]]]]]:
+async def scopes_reader(
+    url: str,
+) -> AsyncIterator[Callable[[], Awaitable[dict[bytes, tuple[str, frozenset[str]]]]]]:
     """A reader of active_scopes on its own one-connection pool, for the API's refresh loop."""
     pool = await asyncpg.create_pool(url, min_size=0, max_size=1, timeout=10)
     assert pool is not None
 
-    async def read() -> dict[bytes, frozenset[str]]:
+    async def read() -> dict[bytes, tuple[str, frozenset[str]]]:
         async with pool.acquire() as connection:
             return await active_scopes(connection)
 

@@ -74,6 +74,9 @@ class PartitionKeys:
     def customer_rate(self, customer_id: str) -> str:
         return f"{self.tag}:rate:{customer_id}"
 
+    def client_rate(self, client_id: str) -> str:
+        return f"{self.tag}:client-rate:{client_id}"
+
     def idempotency(self, idempotency_key: str) -> str:
         return f"{self.tag}:idem:{idempotency_key}"
 

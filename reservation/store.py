@@ -36,6 +36,7 @@ class OrderRequest:
     hold_ttl_ms: int
     allow_split: bool
     items: tuple[tuple[str, int], ...]
+    client_id: str = ""  # the API client that sent it, for the per-client limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ class AttemptLimits:
     window_ms: int = 1000
     abnormal_attempts_max: int = 0
     cooldown_ms: int = 60_000
+    client_attempts_max: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +137,7 @@ class RedisStore:
         table = KeyTable([keys.stream, keys.expiry, keys.dispatch, keys.blocklist, keys.sold_out])
         args: list[Any] = [
             now_ms, stream_length_max, idempotency_ttl_ms, limits.attempts_max, limits.window_ms,
-            limits.abnormal_attempts_max, limits.cooldown_ms, len(orders),
+            limits.abnormal_attempts_max, limits.cooldown_ms, limits.client_attempts_max, len(orders),
         ]  # fmt: skip
         for order in orders:
             args += [
@@ -143,6 +145,7 @@ class RedisStore:
                 table.index(keys.order(order.order_id)),
                 table.index(keys.customer_counters(order.customer_id)),
                 table.index(keys.customer_rate(order.customer_id)),
+                table.index(keys.client_rate(order.client_id)),
                 order.order_id,
                 order.idempotency_key,
                 order.fingerprint,

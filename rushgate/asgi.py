@@ -21,7 +21,9 @@ def create_app_from_environment() -> Litestar:
     def database_check() -> AbstractAsyncContextManager[Callable[[], Awaitable[None]]]:
         return readiness_check(database_url)
 
-    def client_source() -> AbstractAsyncContextManager[Callable[[], Awaitable[dict[bytes, frozenset[str]]]]]:
+    def client_source() -> AbstractAsyncContextManager[
+        Callable[[], Awaitable[dict[bytes, tuple[str, frozenset[str]]]]]
+    ]:
         return scopes_reader(database_url)
 
     return create_app(settings, database_check=database_check, client_source=client_source)

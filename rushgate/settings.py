@@ -47,6 +47,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     clients_refresh_ms: Annotated[int, msgspec.Meta(ge=50, le=1000)] = 500
     customer_attempts_max: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
     customer_window_ms: Annotated[int, msgspec.Meta(ge=10, le=3_600_000)] = 1000
+    client_attempts_max: Annotated[int, msgspec.Meta(ge=0, le=100_000_000)] = 0
     abnormal_attempts_max: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
     abnormal_cooldown_s: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 300
     stream_length_max: Annotated[int, msgspec.Meta(ge=1000, le=100_000_000)] = 2_000_000

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from httpx import ASGITransport, AsyncClient
 
 from intake.problems import ProblemError
 from intake.service import CatalogService, OrderService
 from reservation.store import RedisStore
-from tests.conftest import ManualClock, Services, make_settings
-from tests.support import add_sku, order_in, setup_region
+from tests.conftest import ManualClock, Services, admin_headers, gateway_headers, make_settings, running_app
+from tests.support import add_sku, order_in, seed_over_http, setup_region
 
 
 @pytest.fixture
@@ -67,3 +68,29 @@ async def test_without_limits_configured_nothing_is_counted(
     for number in range(50):
         await orders.place(order_in("c1", {"s1": 1}), f"k{number}")
     assert await store.client.exists(store.keys.customer_rate("c1")) == 0
+
+
+async def test_an_api_client_over_its_limit_gets_429_whatever_the_customers(
+    services: Services, store: RedisStore, clock: ManualClock
+) -> None:
+    settings = make_settings(services, RUSHGATE_CLIENT_ATTEMPTS_MAX="3", RUSHGATE_CUSTOMER_WINDOW_MS="1000")
+    async with (
+        running_app(settings, clock) as app,
+        AsyncClient(transport=ASGITransport(app=app), base_url="http://rushgate") as http,
+    ):
+        await seed_over_http(http, admin_headers(), on_hand=100)
+        body = {"region": "eu", "order_type": "flash", "items": [{"sku": "s1", "qty": 1}]}
+        statuses = [
+            (await http.post("/v1/orders", json=body | {"customer_id": f"c{n}"}, headers=gateway_headers(f"k{n}")))
+            for n in range(4)
+        ]
+        assert [response.status_code for response in statuses] == [201, 201, 201, 429]
+        assert statuses[3].headers["retry-after"] == "1"
+        assert statuses[3].json()["type"].endswith("/rate-limited")
+        other = await http.post(
+            "/v1/orders", json=body | {"customer_id": "c9"}, headers=admin_headers() | {"Idempotency-Key": "k9"}
+        )  # another client: the admin token has its own window
+        assert other.status_code == 201
+        clock.advance(1000)
+        again = await http.post("/v1/orders", json=body | {"customer_id": "c5"}, headers=gateway_headers("k5"))
+        assert again.status_code == 201

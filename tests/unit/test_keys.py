@@ -72,7 +72,16 @@ def test_the_slot_function_follows_the_hash_tag_rules_of_the_spec() -> None:
 
 def test_the_inspection_finds_every_kind_of_key() -> None:
     expected = {"stream", "expiry", "dispatch", "warehouses", "blocklist", "sold_out", "sweeper_lock"}
-    expected |= {"sku_config", "stock", "order", "customer_counters", "customer_rate", "idempotency", "payment"}
+    expected |= {
+        "sku_config",
+        "stock",
+        "order",
+        "customer_counters",
+        "customer_rate",
+        "client_rate",
+        "idempotency",
+        "payment",
+    }
 
     assert set(key_makers(PartitionKeys(0))) == expected
 
