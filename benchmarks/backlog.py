@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from reservation.keys import PERSISTER_GROUP
 from reservation.store import RedisStore
-from rushgate.workers import PERSISTER_GROUP
 
 SAMPLE_INTERVAL_S = 0.2
 DRAIN_POLL_S = 0.05

@@ -19,6 +19,7 @@ from intake.controllers import (
     BatchController,
     CatalogController,
     HealthController,
+    MetricsController,
     OrderController,
     PaymentCallbackController,
 )
@@ -91,6 +92,7 @@ def create_app(
             batch_controller,
             PaymentCallbackController,
             CatalogController,
+            MetricsController,
             HealthController,
         ],
         lifespan=[lifespan],

@@ -40,7 +40,8 @@ from intake.schemas import (
     WarehouseOut,
 )
 from intake.service import CatalogService, OrderService, Placed
-from intake.views import order_out
+from intake.views import order_out, render_metrics
+from reservation.keys import PERSISTER_GROUP
 from rushgate.settings import Settings
 
 BEARER: tuple[dict[str, list[str]], ...] = ({"bearer": []},)
@@ -311,6 +312,22 @@ class CatalogController(Controller):
     @get("/blocklist/{customer_id:str}", operation_id="getBlock", responses=CONTROL_PLANE_PROBLEMS)
     async def get_block(self, request: Request[Any, Any, Any], customer_id: PathId) -> BlockOut:
         return await _catalog(request).get_block(customer_id)
+
+
+class MetricsController(Controller):
+    path = "/v1/metrics"
+    tags = ("operations",)
+    security = BEARER
+
+    @get(
+        "/",
+        operation_id="metrics",
+        summary="Prometheus text: orders decided by outcome, holds outstanding, sold-out SKUs, persister backlog",
+        media_type="text/plain; version=0.0.4",
+        responses=problems(401, 403),
+    )
+    async def metrics(self, request: Request[Any, Any, Any]) -> str:
+        return render_metrics(await _orders(request).store.gauges(PERSISTER_GROUP))
 
 
 class HealthController(Controller):

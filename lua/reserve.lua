@@ -15,7 +15,8 @@ KEYS[2]  expiry sorted set of the partition (score = deadline ms, member = order
 KEYS[3]  dispatch hash (field region -> comma-separated warehouse ids in priority order)
 KEYS[4]  blocklist hash (field customer id -> reason)
 KEYS[5]  sold-out set of the partition: SKUs with no sellable unit in any warehouse
-KEYS[6…] the keys the orders below name by index (idempotency, order, customer
+KEYS[6]  metrics hash of the partition (field "reserve_<code>" -> orders decided with that code)
+KEYS[7…] the keys the orders below name by index (idempotency, order, customer
          counters, SKU config, SKU stock)
 
 ARGV[1]  now_ms
@@ -68,6 +69,7 @@ local CODE_UNKNOWN_REGION, CODE_BACKLOG_FULL, CODE_MIXED_CURRENCY = 9, 10, 11
 local CODE_RATE_LIMITED, CODE_COOLING_DOWN = 12, 13
 
 local stream_key, expiry_key, dispatch_key, blocklist_key, sold_out_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local metrics_key = KEYS[6]
 local now_ms = tonumber(ARGV[1])
 local stream_length_max = tonumber(ARGV[2])
 local idempotency_ttl_ms = tonumber(ARGV[3])
@@ -259,7 +261,7 @@ end
 -- half-way keeps the writes it already made.
 local function key_index(value)
   local index = tonumber(value)
-  if not index or index ~= math.floor(index) or index < 6 or index > #KEYS then return nil end
+  if not index or index ~= math.floor(index) or index < 7 or index > #KEYS then return nil end
   return index
 end
 
@@ -297,6 +299,11 @@ if cursor ~= #ARGV + 1 then
   return redis.error_reply('ERR reserve: ' .. (#ARGV + 1 - cursor) .. ' trailing arguments')
 end
 
-local results = {}
-for index, order in ipairs(orders) do results[index] = decide(order) end
+local results, counts = {}, {}
+for index, order in ipairs(orders) do
+  results[index] = decide(order)
+  local code = results[index][1]
+  counts[code] = (counts[code] or 0) + 1
+end
+for code, count in pairs(counts) do redis.call('HINCRBY', metrics_key, 'reserve_' .. code, count) end
 return results

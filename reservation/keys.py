@@ -13,6 +13,7 @@ import zlib
 from dataclasses import dataclass
 
 KEY_PREFIX = "rg"
+PERSISTER_GROUP = "persister"  # the consumer group that feeds Postgres from each partition's stream
 
 
 def partition_of(sku: str, partition_count: int) -> int:
@@ -54,6 +55,10 @@ class PartitionKeys:
     @property
     def sold_out(self) -> str:
         return f"{self.tag}:sold-out"
+
+    @property
+    def metrics(self) -> str:
+        return f"{self.tag}:metrics"
 
     @property
     def sweeper_lock(self) -> str:

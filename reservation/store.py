@@ -134,7 +134,7 @@ class RedisStore:
     ) -> list[ReserveResult]:
         """Decide every order in one call; each is held all-or-nothing on its own."""
         keys = self.keys
-        table = KeyTable([keys.stream, keys.expiry, keys.dispatch, keys.blocklist, keys.sold_out])
+        table = KeyTable([keys.stream, keys.expiry, keys.dispatch, keys.blocklist, keys.sold_out, keys.metrics])
         args: list[Any] = [
             now_ms, stream_length_max, idempotency_ttl_ms, limits.attempts_max, limits.window_ms,
             limits.abnormal_attempts_max, limits.cooldown_ms, limits.client_attempts_max, len(orders),
@@ -173,6 +173,18 @@ class RedisStore:
         """Which keys already hold an idempotency record, in one call."""
         keys = [self.keys.idempotency(key) for key in idempotency_keys]
         return [bool(found) for found in await self._call("keys_exist", keys, [])]
+
+    async def gauges(self, group: str) -> dict[str, int]:
+        """Counters of decided orders by code, and the backlogs an operator watches."""
+        counters = await self.client.hgetall(self.keys.metrics)
+        result = {field.decode(): int(value) for field, value in counters.items()}
+        result["holds_outstanding"] = int(await self.client.zcard(self.keys.expiry))
+        result["sold_out_skus"] = int(await self.client.scard(self.keys.sold_out))
+        try:
+            result["stream_backlog"] = await self.stream_backlog(group)
+        except RedisError:  # no stream yet
+            result["stream_backlog"] = 0
+        return result
 
     async def sold_out_skus(self) -> frozenset[str]:
         """SKUs flagged as having no sellable unit in any warehouse."""

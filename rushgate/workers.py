@@ -23,14 +23,13 @@ from persistence.writer import (
     record_dead_letter,
     write_events,
 )
-from reservation.keys import PartitionKeys
+from reservation.keys import PERSISTER_GROUP, PartitionKeys
 from reservation.store import RedisError, RedisStore, StreamEntry, connect
 from reservation.sweeper import sweep_once
 from rushgate.settings import Settings, require_services
 
 logger = logging.getLogger("rushgate.workers")
 
-PERSISTER_GROUP = "persister"
 TRIM_INTERVAL_S = 1.0
 RETRY_S_MIN = 0.05
 # What escapes Persister.write is never about the data (that becomes a dead letter), so it is retried.

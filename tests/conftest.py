@@ -22,11 +22,12 @@ from litestar import Litestar
 from intake.app import create_app
 from intake.service import CatalogService, OrderService
 from persistence.database import connect, migrate
+from reservation.keys import PERSISTER_GROUP
 from reservation.store import RedisStore
 from reservation.store import connect as connect_redis
 from rushgate.embedded import EmbeddedPostgres, EmbeddedRedis
 from rushgate.settings import Settings, load_settings
-from rushgate.workers import PERSISTER_GROUP, Persister
+from rushgate.workers import Persister
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 GATEWAY_TOKEN = "gateway-token-for-tests-0123456789"

@@ -9,8 +9,8 @@ import pytest
 
 from intake.service import CatalogService, OrderService
 from persistence.database import connect
+from reservation.keys import PERSISTER_GROUP
 from reservation.store import RedisStore
-from rushgate.workers import PERSISTER_GROUP
 from tests.conftest import Services
 from tests.processes import eventually, running, service_environment, stop
 from tests.support import add_sku, assert_ledger_matches, count_rows, order_in, setup_region

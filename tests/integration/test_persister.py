@@ -9,10 +9,10 @@ from intake.schemas import PaymentIn
 from intake.service import CatalogService, OrderService
 from persistence.database import connect
 from persistence.writer import decode_entry, write_events
+from reservation.keys import PERSISTER_GROUP
 from reservation.records import order_record_decoder
 from reservation.store import RedisStore
 from rushgate.settings import Settings
-from rushgate.workers import PERSISTER_GROUP
 from tests.conftest import drain
 from tests.support import add_sku, assert_ledger_matches, count_rows, order_in, setup_region
 
