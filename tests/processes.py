@@ -36,6 +36,18 @@ def service_environment(services: Services, **overrides: str) -> dict[str, str]:
     return environ
 
 
+def run_command(services: Services, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """Run one `rushgate ...` command to completion against the suite's servers."""
+    return subprocess.run(
+        [sys.executable, "-m", "rushgate", *arguments],
+        env=service_environment(services),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def start(command: list[str], environ: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as log_file:
         return subprocess.Popen(

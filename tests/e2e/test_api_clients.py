@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -14,21 +13,14 @@ from intake.auth import required_scopes, secret_digest
 from persistence.clients import digest
 from reservation.store import RedisStore
 from tests.conftest import Services, admin_headers
-from tests.processes import eventually, running, serve_command, service_environment, wait_ready
+from tests.processes import eventually, run_command, running, serve_command, service_environment, wait_ready
 from tests.support import seed_over_http
 
 ORDER = {"customer_id": "c1", "region": "eu", "order_type": "flash", "items": [{"sku": "s1", "qty": 1}]}
 
 
 def clients(services: Services, *arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rushgate", "clients", *arguments],
-        env=service_environment(services),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_command(services, "clients", *arguments)
 
 
 def create(services: Services, name: str, *scopes: str) -> tuple[str, str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 
@@ -13,19 +12,12 @@ from intake.service import CatalogService, OrderService
 from persistence.reconcile import compare_holds, compare_stock
 from reservation.store import RedisStore
 from tests.conftest import Services
-from tests.processes import service_environment
+from tests.processes import run_command
 from tests.support import add_sku, assert_ledger_matches, count_rows, order_in, setup_region
 
 
 def run_reconcile(services: Services, *flags: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rushgate", "reconcile", *flags],
-        env=service_environment(services),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_command(services, "reconcile", *flags)
 
 
 @pytest.fixture

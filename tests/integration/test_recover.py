@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from intake.problems import ProblemError
@@ -15,19 +12,8 @@ from reservation.store import RedisStore
 from reservation.sweeper import sweep_once
 from rushgate.settings import Settings
 from tests.conftest import Services, drain
-from tests.processes import service_environment
+from tests.processes import run_command
 from tests.support import add_sku, order_in, setup_region
-
-
-def run(services: Services, *arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rushgate", *arguments],
-        env=service_environment(services),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 async def everything(store: RedisStore, order_ids: list[str]) -> tuple[object, ...]:
@@ -59,7 +45,7 @@ async def test_recover_rebuilds_stock_orders_holds_limits_idempotency_and_paymen
     before = await everything(store, order_ids)
 
     await store.client.flushdb()  # Redis lost its data
-    result = run(services, "recover")
+    result = run_command(services, "recover")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 orders (2 awaiting payment)" in result.stdout
     await store.load_scripts()
@@ -80,7 +66,7 @@ async def test_recover_rebuilds_stock_orders_holds_limits_idempotency_and_paymen
     assert blocked.value.kind == "customer-blocked"
     assert await sweep_once(store, now_ms=placed[3].expires_ms, batch_size_max=10) == 2
 
-    reconciled = run(services, "reconcile")
+    reconciled = run_command(services, "reconcile")
     assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
 
 
@@ -88,6 +74,6 @@ async def test_recover_refuses_to_overwrite_a_redis_that_still_holds_data(
     services: Services, store: RedisStore, database: str, catalog: CatalogService
 ) -> None:
     await setup_region(catalog, "eu", ["w1"])
-    result = run(services, "recover")
+    result = run_command(services, "recover")
     assert result.returncode == 1
     assert "--force" in result.stderr
