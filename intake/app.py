@@ -25,7 +25,8 @@ from intake.controllers import (
 )
 from intake.openapi import refine_openapi
 from intake.problems import EXCEPTION_HANDLERS
-from intake.service import CatalogService, Clock, OrderService, wall_clock_ms
+from intake.service import CatalogService, Clock, OrderService
+from reservation.clock import wall_clock_ms
 from reservation.sold_out import SoldOutFlags
 from reservation.store import RedisStore, connect
 from rushgate.settings import Settings

@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import NamedTuple
 
 import msgspec
@@ -36,6 +35,7 @@ from intake.schemas import (
     WarehouseIn,
     WarehouseOut,
 )
+from reservation.clock import milliseconds_of, moment_of, wall_clock_ms
 from reservation.coalescer import Coalescer
 from reservation.outcomes import CancelCode, PayCode, ReserveCode, StockCode, TransferCode
 from reservation.records import CustomerBlock, DispatchPut, OrderRecord, SkuPut, WarehousePut
@@ -46,22 +46,13 @@ from rushgate.settings import Settings
 Clock = Callable[[], int]
 
 
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MILLISECOND = timedelta(milliseconds=1)
+from_ms = moment_of  # the wire's name for it: RFC 3339 times out of epoch milliseconds
 
 
 def to_ms(moment: datetime) -> int:
     if moment.tzinfo is None:
         raise ProblemError(400, "invalid-request", "times must carry a UTC offset (RFC 3339)")
-    return (moment - _EPOCH) // _MILLISECOND  # exact: float timestamps can land 1 ms short
-
-
-def from_ms(milliseconds: int) -> datetime:
-    return _EPOCH + milliseconds * _MILLISECOND
+    return milliseconds_of(moment)
 
 
 def new_order_id(now_ms: int) -> str:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import asyncpg
 import msgspec
 
 from persistence.reconcile import Levels, ledger_totals
+from reservation.clock import milliseconds_of
 from reservation.records import OrderLine, OrderRecord
 
 
@@ -31,12 +32,8 @@ class Snapshot:
     payments: dict[str, tuple[str, int]] = field(default_factory=dict)  # payment id -> (order id, amount)
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MILLISECOND = timedelta(milliseconds=1)
-
-
 def _ms(moment: datetime | None) -> int:
-    return (moment - _EPOCH) // _MILLISECOND if moment is not None else 0
+    return milliseconds_of(moment) if moment is not None else 0
 
 
 async def load_snapshot(connection: asyncpg.Connection, *, now_ms: int, idempotency_ttl_ms: int) -> Snapshot:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 import msgspec
 
+from reservation.clock import moment_of
 from reservation.records import (
     CONFIG_EVENT_TYPES,
     ORDER_EVENT_KINDS,
@@ -78,12 +79,8 @@ UNDECODABLE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, KeyError, Va
 """A stream entry this version cannot read (a bug, or a newer writer during a rolling deploy)."""
 
 
-def _moment(milliseconds: int) -> datetime:
-    return datetime.fromtimestamp(milliseconds / 1000, tz=UTC)
-
-
 def _optional_moment(milliseconds: int | None) -> datetime | None:
-    return _moment(milliseconds) if milliseconds else None
+    return moment_of(milliseconds) if milliseconds else None
 
 
 def as_plain(value: Any) -> Any:
@@ -202,16 +199,16 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
 def _order_row(order: OrderRecord) -> tuple[Any, ...]:
     return (
         order.order_id, order.customer_id, order.region, order.order_type, order.status,
-        order.cancel_reason or None, order.total, order.currency, _moment(order.created_ms),
-        _moment(order.expires_ms), order.payment_id or None, order.paid_amount if order.payment_id else None,
+        order.cancel_reason or None, order.total, order.currency, moment_of(order.created_ms),
+        moment_of(order.expires_ms), order.payment_id or None, order.paid_amount if order.payment_id else None,
         order.payment_method or None, _optional_moment(order.paid_ms), order.refund_status or None,
         order.refund_amount if order.refund_status else None, order.idempotency_key, order.version,
-        _moment(order.updated_ms), order.fingerprint or None,
+        moment_of(order.updated_ms), order.fingerprint or None,
     )  # fmt: skip
 
 
 def _config_statement(event: Event) -> tuple[str, tuple[Any, ...]]:
-    at = _moment(event.occurred_ms)
+    at = moment_of(event.occurred_ms)
     data = event.data
     if isinstance(data, WarehousePut):
         return _UPSERT_WAREHOUSE, (data.warehouse_id, data.region, data.name, at, *event.position)
@@ -236,7 +233,7 @@ async def write_events(connection: asyncpg.Connection, events: Sequence[Event]) 
         order_id = event.order.order_id if event.order is not None else None
         event_rows.append(
             (event.partition, event.stream_ms, event.stream_seq, event.kind, order_id,
-             _moment(event.occurred_ms), _payload(event))
+             moment_of(event.occurred_ms), _payload(event))
         )  # fmt: skip
         if event.order is not None:
             known = latest_orders.get(event.order.order_id)
@@ -250,7 +247,7 @@ async def write_events(connection: asyncpg.Connection, events: Sequence[Event]) 
                 (event.partition, event.stream_ms, event.stream_seq, position, movement.sku,
                  movement.warehouse_id, movement.kind, movement.qty, movement.available_delta,
                  movement.reserved_delta, movement.committed_delta, movement.on_hand_delta, order_id,
-                 request_id, reason, _moment(event.occurred_ms))
+                 request_id, reason, moment_of(event.occurred_ms))
             )  # fmt: skip
     shipment_rows = []
     item_rows = []

@@ -16,10 +16,11 @@ from persistence.reconcile import (
     order_states,
     write_compensations,
 )
+from reservation.clock import wall_clock_ms
 from reservation.keys import PERSISTER_GROUP
 from reservation.store import RedisStore
 from rushgate.settings import Settings, require_services
-from rushgate.workers import Persister, wall_clock_ms
+from rushgate.workers import Persister
 
 DRAIN_TIMEOUT_S = 60.0
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from persistence.database import connect as connect_database
 from persistence.recovery import load_snapshot
+from reservation.clock import wall_clock_ms
 from reservation.keys import PERSISTER_GROUP
 from reservation.store import RedisStore
 from rushgate.settings import Settings, require_services
-from rushgate.workers import wall_clock_ms
 
 
 class RedisNotEmpty(RuntimeError):

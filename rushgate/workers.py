@@ -23,6 +23,7 @@ from persistence.writer import (
     record_dead_letter,
     write_events,
 )
+from reservation.clock import wall_clock_ms
 from reservation.keys import PERSISTER_GROUP, PartitionKeys
 from reservation.store import RedisError, RedisStore, StreamEntry, connect
 from reservation.sweeper import sweep_once
@@ -38,10 +39,6 @@ TRANSIENT_ERRORS = (RedisError, PostgresError, InterfaceError, OSError, TimeoutE
 
 def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Persister:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from httpx import ASGITransport, AsyncClient
 from litestar import Litestar
@@ -22,12 +21,10 @@ from litestar import Litestar
 from intake.app import create_app
 from intake.service import CatalogService, OrderService
 from persistence.database import connect, migrate
-from reservation.keys import PERSISTER_GROUP
 from reservation.store import RedisStore
 from reservation.store import connect as connect_redis
 from rushgate.embedded import EmbeddedPostgres, EmbeddedRedis
 from rushgate.settings import Settings, load_settings
-from rushgate.workers import Persister
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 GATEWAY_TOKEN = "gateway-token-for-tests-0123456789"
@@ -169,23 +166,3 @@ def gateway_headers(idempotency_key: str | None = None) -> dict[str, str]:
     if idempotency_key is not None:
         headers["Idempotency-Key"] = idempotency_key
     return headers
-
-
-async def drain(store: RedisStore, settings: Settings, database_url: str) -> int:
-    """Run a persister in-process until the group has nothing left; returns entries written."""
-    await store.ensure_group(PERSISTER_GROUP)
-    persister = Persister(store, settings, name="test-drain")
-    connection = await connect(database_url)
-    written = 0
-    try:
-        while True:
-            count = await persister.step(connection)
-            written += count
-            if count == 0 and await store.stream_backlog(PERSISTER_GROUP) == 0:
-                return written
-    finally:
-        await connection.close()
-
-
-def decode_json(body: bytes) -> Any:
-    return msgspec.json.decode(body)

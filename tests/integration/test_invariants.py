@@ -27,7 +27,8 @@ from reservation.records import OrderRecord
 from reservation.store import RedisStore
 from reservation.store import connect as connect_redis
 from reservation.sweeper import sweep_until_clear
-from tests.conftest import TABLES, ManualClock, Services, drain, make_settings
+from rushgate.reconcile import drain
+from tests.conftest import TABLES, ManualClock, Services, make_settings
 from tests.support import add_sku, assert_ledger_matches, assert_stock_invariants, order_in, setup_region
 
 SKUS = ("s1", "s2", "s3")

@@ -12,8 +12,8 @@ from persistence.writer import decode_entry, write_events
 from reservation.keys import PERSISTER_GROUP
 from reservation.records import order_record_decoder
 from reservation.store import RedisStore
+from rushgate.reconcile import drain
 from rushgate.settings import Settings
-from tests.conftest import drain
 from tests.support import add_sku, assert_ledger_matches, count_rows, order_in, setup_region
 
 

@@ -10,8 +10,9 @@ from intake.service import CatalogService, OrderService
 from reservation.records import OrderRecord
 from reservation.store import RedisStore
 from reservation.sweeper import sweep_once
+from rushgate.reconcile import drain
 from rushgate.settings import Settings
-from tests.conftest import Services, drain
+from tests.conftest import Services
 from tests.processes import run_command
 from tests.support import add_sku, order_in, setup_region
 
