@@ -42,8 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-import msgspec
-
 from benchmarks.backlog import BacklogSampler, drain_seconds
 from benchmarks.expiry import run_expiry_phase
 from benchmarks.harness import (
@@ -58,7 +56,6 @@ from benchmarks.harness import (
 from benchmarks.load import BATCH_SCRIPT, ORDERS_SCRIPT, find_wrk, run_open_loop, run_wrk
 from reservation.store import RedisStore, connect
 from rushgate.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from rushgate.settings import Settings
 
 HOT_SKU = "hot"
 EXPIRY_SKU = "expiry"
@@ -152,21 +149,10 @@ async def _prepare_databases(database_url: str) -> str:
     return database_url.rsplit("/", 1)[0] + f"/{ROWLOCK_DATABASE}"
 
 
-def _settings_know(field_name: str) -> bool:
-    return field_name in {item.name for item in msgspec.structs.fields(Settings)}
-
-
 def _rushgate_command(server: str, port: int, workers: int) -> tuple[list[str], dict[str, str], str]:
-    """(argv, extra env, note) for rushgate under the chosen server."""
-    serve = python_module("rushgate", "serve", "--port", str(port), "--workers", str(workers))
-    if server == "uvicorn":
-        return serve, {}, "rushgate serve"
-    if _settings_know("server"):
-        return serve, {"RUSHGATE_SERVER": server}, f"rushgate serve with RUSHGATE_SERVER={server}"
-    argv = asgi_server_argv(
-        server, "rushgate.asgi:create_app_from_environment", port=port, workers=workers, factory=True
-    )
-    return argv, {}, f"{server} on rushgate.asgi (this rushgate has no server setting)"
+    """(argv, extra env, note) for rushgate under the chosen server, named explicitly (the defaults may differ)."""
+    serve = python_module("rushgate", "serve", "--port", str(port), "--workers", str(workers), "--server", server)
+    return serve, {}, f"rushgate serve --server {server}"
 
 
 def _start_app(
