@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -23,6 +24,7 @@ from intake.controllers import (
     OrderController,
     PaymentCallbackController,
 )
+from intake.hot_path import HotEndpoint, HotIntake
 from intake.openapi import refine_openapi
 from intake.problems import EXCEPTION_HANDLERS
 from intake.service import CatalogService, Clock, OrderService
@@ -39,6 +41,20 @@ ClientSourceFactory = Callable[[], AbstractAsyncContextManager[ClientSource]]
 READINESS_TIMEOUT_S = 2.0
 logger = logging.getLogger("rushgate.intake")
 TOKEN_HELP = "/v1/orders* takes a gateway or the admin token; every other /v1/ path takes the admin token."
+
+
+class RushgateApp(Litestar):
+    """Litestar, with the intake hot path answered before its router (intake/hot_path.py)."""
+
+    hot_routes: Mapping[str, HotEndpoint] = {}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self.hot_routes.get(scope["path"])
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -87,7 +103,7 @@ def create_app(
         finally:
             await client.aclose()
 
-    app = Litestar(
+    app = RushgateApp(
         route_handlers=[
             OrderController,
             batch_controller,
@@ -112,6 +128,13 @@ def create_app(
         debug=False,
     )
     refine_openapi(app)
+    hot_intake = HotIntake(
+        registry,
+        lambda: app.state.order_service,
+        body_bytes_max=settings.request_body_bytes_max,
+        batch_body_bytes_max=settings.batch_body_bytes_max,
+    )
+    app.hot_routes = hot_intake.routes()
     return app
 
 

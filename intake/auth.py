@@ -15,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from intake.asgi import send_raw
 from intake.problems import PROBLEM_MEDIA_TYPE, encode_problem
 
 ALL_SCOPES = frozenset({"gateway", "payments", "admin", "read"})
@@ -88,39 +89,49 @@ class BearerAuthMiddleware:
             if needed is not None:
                 refusal = self.refusal(scope, needed)
                 if refusal is not None:
-                    await _send_problem(send, *refusal)
+                    await send_refusal(send, refusal)
                     return
         await self.app(scope, receive, send)
 
-    def refusal(self, scope: Scope, needed: frozenset[str]) -> tuple[int, str, str] | None:
+    def refusal(self, scope: Scope, needed: frozenset[str]) -> Refusal | None:
         """(status, kind, detail) when the request may not pass, else None."""
         header = b""
         for name, value in scope["headers"]:
             if name == b"authorization":
                 header = value
                 break
-        scheme, _, token = header.partition(b" ")
-        token = token.strip()
-        if scheme.lower() != b"bearer" or not token:
-            return 401, "unauthorized", "send Authorization: Bearer <token>"
-        identity = self.registry.identify(token)
-        if identity is None:
-            return 401, "unauthorized", "unknown or revoked token"
-        client_id, scopes = identity
-        if not scopes & needed:
-            return 403, "forbidden", f"this token needs one of the scopes: {', '.join(sorted(needed))}"
-        cast(dict[str, Any], scope)[CLIENT_ID_SCOPE_KEY] = client_id
+        identity = authorize(self.registry, header, needed)
+        if isinstance(identity, Refusal):
+            return identity
+        cast(dict[str, Any], scope)[CLIENT_ID_SCOPE_KEY] = identity
         return None
 
 
-async def _send_problem(send: Send, status: int, kind: str, detail: str) -> None:
-    body = encode_problem(status, kind, detail)
-    headers: list[tuple[bytes, bytes]] = [
-        (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    if status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    start: Any = {"type": "http.response.start", "status": status, "headers": headers}
-    await send(start)
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+class Refusal(NamedTuple):
+    """Why a request may not pass: its problem's status, kind and detail."""
+
+    status: int
+    kind: str
+    detail: str
+
+
+def authorize(registry: ClientRegistry, authorization: bytes, needed: frozenset[str]) -> str | Refusal:
+    """The client id behind an Authorization header value if it has one of the needed scopes, else a Refusal."""
+    scheme, _, token = authorization.partition(b" ")
+    token = token.strip()
+    if scheme.lower() != b"bearer" or not token:
+        return Refusal(401, "unauthorized", "send Authorization: Bearer <token>")
+    identity = registry.identify(token)
+    if identity is None:
+        return Refusal(401, "unauthorized", "unknown or revoked token")
+    client_id, scopes = identity
+    if not scopes & needed:
+        return Refusal(403, "forbidden", f"this token needs one of the scopes: {', '.join(sorted(needed))}")
+    return client_id
+
+
+async def send_refusal(send: Send, refusal: Refusal) -> None:
+    """The refusal as a problem document (401s also say which scheme to use)."""
+    status, kind, detail = refusal
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    await send_raw(send, status, encode_problem(status, kind, detail), PROBLEM_MEDIA_TYPE, headers)

@@ -59,13 +59,14 @@ async def read_optional_body(request: Request[Any, Any, Any], body_type: type[Bo
     return decode_body(body, request.headers.get("content-type", ""), body_type)
 
 
-def wants_msgpack(request: Request[Any, Any, Any]) -> bool:
-    accept = request.headers.get("accept", "")
-    return any(media_type in accept for media_type in MSGPACK_MEDIA_TYPES)
+def encode_for(accept: str, body: msgspec.Struct) -> tuple[bytes, str]:
+    """The body encoded once, as MessagePack when the Accept header names it, else JSON; and its media type."""
+    if any(media_type in accept for media_type in MSGPACK_MEDIA_TYPES):
+        return _msgpack_encoder.encode(body), MSGPACK_MEDIA_TYPE
+    return _json_encoder.encode(body), JSON_MEDIA_TYPE
 
 
 def encoded_response(request: Request[Any, Any, Any], body: msgspec.Struct, status_code: int) -> Response[Any]:
-    """The body encoded once, as MessagePack when the client accepts it, else JSON."""
-    if wants_msgpack(request):
-        return Response(_msgpack_encoder.encode(body), status_code=status_code, media_type=MSGPACK_MEDIA_TYPE)
-    return Response(_json_encoder.encode(body), status_code=status_code, media_type=JSON_MEDIA_TYPE)
+    """The body encoded for the request's Accept header."""
+    encoded, media_type = encode_for(request.headers.get("accept", ""), body)
+    return Response(encoded, status_code=status_code, media_type=media_type)

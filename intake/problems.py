@@ -92,7 +92,7 @@ def problem_response(
 
 
 def handle_problem(_: Request[Any, Any, Any], error: ProblemError) -> Response[bytes]:
-    return problem_response(error.status, error.kind, error.detail, error.headers or None, **error.extensions)
+    return _response(*render_error(error, ""))
 
 
 def handle_validation(_: Request[Any, Any, Any], error: ValidationException) -> Response[bytes]:
@@ -130,15 +130,31 @@ def handle_http(_: Request[Any, Any, Any], error: HTTPException) -> Response[byt
 
 
 def handle_redis(request: Request[Any, Any, Any], error: RedisError) -> Response[bytes]:
-    if isinstance(error, ResponseError):  # a script refused its arguments: a bug, not an outage
-        return handle_bug(request, error)
-    logger.warning("Redis unavailable: %s", type(error).__name__)
-    return problem_response(503, "dependency-unavailable", "stock store unreachable", {"Retry-After": "1"})
+    return _response(*render_error(error, f"{request.method} {request.url.path}"))
 
 
 def handle_bug(request: Request[Any, Any, Any], error: Exception) -> Response[bytes]:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
-    return problem_response(500, "internal-error")
+    return _response(*render_error(error, f"{request.method} {request.url.path}"))
+
+
+def render_error(error: Exception, where: str) -> tuple[int, bytes, dict[str, str]]:
+    """Status, problem document and headers for an exception: the one mapping every path uses.
+
+    A problem raised on purpose is rendered as it is; Redis out of reach is a 503 the client
+    may retry; anything else (a script refusing its arguments included) is a bug: 500, logged.
+    """
+    if isinstance(error, ProblemError):
+        return error.status, encode_problem(error.status, error.kind, error.detail, **error.extensions), error.headers
+    if isinstance(error, RedisError) and not isinstance(error, ResponseError):
+        logger.warning("Redis unavailable: %s", type(error).__name__)
+        body = encode_problem(503, "dependency-unavailable", "stock store unreachable")
+        return 503, body, {"Retry-After": "1"}
+    logger.error("unhandled error on %s", where, exc_info=error)
+    return 500, encode_problem(500, "internal-error"), {}
+
+
+def _response(status: int, body: bytes, headers: dict[str, str]) -> Response[bytes]:
+    return Response(content=body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers or None)
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
