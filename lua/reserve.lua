@@ -27,12 +27,11 @@ ARGV[5]  window_ms of that limit
 ARGV[6]  abnormal_attempts_max: more tries than this in one window start a cool-down (0: never)
 ARGV[7]  cooldown_ms
 ARGV[8]  client_attempts_max: orders one API client may send per window (0: no limit)
-ARGV[9]  order count N, then N orders, each:
-         idempotency_key_index, order_key_index, customer_counter_key_index, customer_rate_key_index,
-         client_rate_key_index,
-         order_id, idempotency_key, fingerprint, customer_id, region, order_type,
-         hold_ttl_ms, allow_split ("1"/"0"), line_count L,
-         then L lines: sku, qty, sku_config_key_index, sku_stock_key_index
+ARGV[9]  the orders, one msgpack array (msgspec on the client packs it in C; one argument
+         instead of ~20 per order costs both sides far less), each order an array:
+         {idempotency_key_index, order_key_index, customer_counter_key_index, customer_rate_key_index,
+          client_rate_key_index, order_id, idempotency_key, fingerprint, customer_id, region, order_type,
+          hold_ttl_ms, allow_split (boolean), lines {{sku, qty, sku_config_key_index, sku_stock_key_index}, …}}
          (SKUs within one order are distinct: the caller merges duplicates)
 
 Returns one entry per order, in order: {code, detail}
@@ -76,8 +75,7 @@ local idempotency_ttl_ms = tonumber(ARGV[3])
 local attempts_max, window_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
 local abnormal_max, cooldown_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
 local client_attempts_max = tonumber(ARGV[8])
-local order_count = tonumber(ARGV[9])
-if not now_ms or not stream_length_max or not idempotency_ttl_ms or not order_count or not attempts_max
+if not now_ms or not stream_length_max or not idempotency_ttl_ms or not attempts_max
     or not window_ms or not abnormal_max or not cooldown_ms or not client_attempts_max then
   return redis.error_reply('ERR reserve: malformed header')
 end
@@ -86,18 +84,44 @@ local function int(value)
   return string.format('%d', value)
 end
 
+-- Stock of every SKU the batch touches is read once (HGETALL) and kept here; orders are
+-- decided against these numbers and the changed counters are written once at the end,
+-- one HSET per SKU. Nothing else runs while the script does, so this is exact.
+-- stock[stock_key] = {available = {warehouse -> n}, reserved = {warehouse -> n}, changed = {warehouse -> true}}
+local stock = {}
+
+local function stock_of(stock_key)
+  local levels = stock[stock_key]
+  if not levels then
+    levels = {available = {}, reserved = {}, changed = {}}
+    local fields = redis.call('HGETALL', stock_key)
+    for index = 1, #fields, 2 do
+      local kind, warehouse = string.sub(fields[index], 1, 2), string.sub(fields[index], 3)
+      if kind == 'a:' then
+        levels.available[warehouse] = tonumber(fields[index + 1])
+      elseif kind == 'r:' then
+        levels.reserved[warehouse] = tonumber(fields[index + 1])
+      end
+    end
+    stock[stock_key] = levels
+  end
+  return levels
+end
+
 -- Flag the SKU when no warehouse at all has a sellable unit left. The flag lets every
 -- worker refuse at once without calling Redis; anything that adds stock clears it.
+local flagged = {}
 local function flag_if_sold_out(sku, stock_key, safety)
-  local fields = redis.call('HGETALL', stock_key)
-  for index = 1, #fields, 2 do
-    if string.sub(fields[index], 1, 2) == 'a:' and tonumber(fields[index + 1]) - safety > 0 then return end
+  if flagged[sku] then return end
+  for _, available in pairs(stock_of(stock_key).available) do
+    if available - safety > 0 then return end
   end
+  flagged[sku] = true
   redis.call('SADD', sold_out_key, sku)
 end
 
 -- Configuration, dispatch rules and the blocklist do not change while the script runs:
--- each is read once per batch. Stock and customer counters do change, and are read each time.
+-- each is read once per batch. Customer counters do change, and are read each time.
 local config_cache, rule_cache, blocked_cache = {}, {}, {}
 local stream_length = nil
 
@@ -111,7 +135,7 @@ local function sku_config(config_index)
   return config
 end
 
--- Read every line's config and plan its allocation without writing anything.
+-- Read every line's config and plan its allocation without changing anything.
 -- Returns nil plan and {code, detail} when the order cannot be held.
 local function plan_order(order, warehouses)
   local plan, currency, total = {}, nil, 0
@@ -132,9 +156,10 @@ local function plan_order(order, warehouses)
     end
     local safety = tonumber(config[7]) or 0
     local stock_key = KEYS[line.stock_index]
+    local available = stock_of(stock_key).available
     local pieces, whole = {}, false
     for _, warehouse in ipairs(warehouses) do
-      local sellable = tonumber(redis.call('HGET', stock_key, 'a:' .. warehouse) or '0') - safety
+      local sellable = (available[warehouse] or 0) - safety
       if sellable >= line.qty then
         pieces = {{warehouse, line.qty}}
         whole = true
@@ -166,13 +191,18 @@ local function plan_order(order, warehouses)
   return {pieces = plan, currency = currency, total = total}, nil
 end
 
+-- Written once at the end of the batch: the order documents (MSET) and their deadlines (ZADD).
+local documents, deadlines = {}, {}
+
 local function hold_order(order, plan)
   local lines, movements = {}, {}
   for _, piece in ipairs(plan.pieces) do
-    local sku, warehouse, qty, stock_key = piece[1], piece[2], piece[3], piece[6]
-    local left = redis.call('HINCRBY', stock_key, 'a:' .. warehouse, -qty)
-    redis.call('HINCRBY', stock_key, 'r:' .. warehouse, qty)
-    if left - piece[7] <= 0 then flag_if_sold_out(sku, stock_key, piece[7]) end
+    local sku, warehouse, qty, stock_key, safety = piece[1], piece[2], piece[3], piece[6], piece[7]
+    local levels = stock_of(stock_key)
+    levels.available[warehouse] = levels.available[warehouse] - qty
+    levels.reserved[warehouse] = (levels.reserved[warehouse] or 0) + qty
+    levels.changed[warehouse] = true
+    if levels.available[warehouse] - safety <= 0 then flag_if_sold_out(sku, stock_key, safety) end
     lines[#lines + 1] = {sku, warehouse, qty, piece[4], piece[5]}
     movements[#movements + 1] = {sku, warehouse, 'reserve', qty, -qty, qty, 0, 0}
   end
@@ -184,8 +214,10 @@ local function hold_order(order, plan)
     order.order_type, now_ms, expires_ms, plan.total, plan.currency, lines,
     '', '', 0, '', 0, '', 0, 1, now_ms, order.idempotency_key, order.fingerprint}
   local packed = cmsgpack.pack(document)
-  redis.call('SET', KEYS[order.order_index], packed)
-  redis.call('ZADD', expiry_key, expires_ms, order.order_id)
+  documents[#documents + 1] = KEYS[order.order_index]
+  documents[#documents + 1] = packed
+  deadlines[#deadlines + 1] = expires_ms
+  deadlines[#deadlines + 1] = order.order_id
   local idempotency_key = KEYS[order.idempotency_index]
   redis.call('HSET', idempotency_key, 'order_id', order.order_id, 'fingerprint', order.fingerprint,
     'document', packed)
@@ -260,43 +292,48 @@ end
 -- Parse and check the whole batch before the first write: a script that fails
 -- half-way keeps the writes it already made.
 local function key_index(value)
-  local index = tonumber(value)
-  if not index or index ~= math.floor(index) or index < 7 or index > #KEYS then return nil end
-  return index
+  if type(value) ~= 'number' or value ~= math.floor(value) or value < 7 or value > #KEYS then return nil end
+  return value
 end
 
-local orders, cursor = {}, 10
-for _ = 1, order_count do
-  local order = {
-    idempotency_index = key_index(ARGV[cursor]), order_index = key_index(ARGV[cursor + 1]),
-    counter_index = key_index(ARGV[cursor + 2]), rate_index = key_index(ARGV[cursor + 3]),
-    client_rate_index = key_index(ARGV[cursor + 4]),
-    order_id = ARGV[cursor + 5], idempotency_key = ARGV[cursor + 6], fingerprint = ARGV[cursor + 7],
-    customer_id = ARGV[cursor + 8], region = ARGV[cursor + 9], order_type = ARGV[cursor + 10],
-    hold_ttl_ms = tonumber(ARGV[cursor + 11]), allow_split = ARGV[cursor + 12] == '1',
+local function text(value)
+  if type(value) ~= 'string' then return nil end
+  return value
+end
+
+local unpacked_ok, packed_orders = pcall(cmsgpack.unpack, ARGV[9] or '')
+if not unpacked_ok or type(packed_orders) ~= 'table' or #ARGV ~= 9 then
+  return redis.error_reply('ERR reserve: ARGV[9] must be the msgpack array of orders, and the last argument')
+end
+local orders = {}
+for position, fields in ipairs(packed_orders) do
+  local order = type(fields) == 'table' and {
+    idempotency_index = key_index(fields[1]), order_index = key_index(fields[2]),
+    counter_index = key_index(fields[3]), rate_index = key_index(fields[4]),
+    client_rate_index = key_index(fields[5]),
+    order_id = text(fields[6]), idempotency_key = text(fields[7]), fingerprint = text(fields[8]),
+    customer_id = text(fields[9]), region = text(fields[10]), order_type = text(fields[11]),
+    hold_ttl_ms = tonumber(fields[12]), allow_split = fields[13] == true,
     lines = {},
   }
-  local line_count = tonumber(ARGV[cursor + 13])
-  if not order.idempotency_index or not order.order_index or not order.counter_index or not order.rate_index
-      or not order.client_rate_index or not order.hold_ttl_ms or not line_count or line_count < 1 then
-    return redis.error_reply('ERR reserve: malformed order at ARGV ' .. cursor)
+  if not order or not order.idempotency_index or not order.order_index or not order.counter_index
+      or not order.rate_index or not order.client_rate_index or not order.order_id or not order.idempotency_key
+      or not order.fingerprint or not order.customer_id or not order.region or not order.order_type
+      or not order.hold_ttl_ms or type(fields[14]) ~= 'table' or #fields[14] < 1 or #fields ~= 14 then
+    return redis.error_reply('ERR reserve: malformed order ' .. position)
   end
-  cursor = cursor + 14
   local seen = {}
-  for _ = 1, line_count do
-    local sku, qty = ARGV[cursor], tonumber(ARGV[cursor + 1])
-    local config_index, stock_index = key_index(ARGV[cursor + 2]), key_index(ARGV[cursor + 3])
-    if not sku or seen[sku] or not qty or qty < 1 or qty ~= math.floor(qty) or not config_index or not stock_index then
-      return redis.error_reply('ERR reserve: malformed or repeated line at ARGV ' .. cursor)
+  for _, line in ipairs(fields[14]) do
+    local sku, qty = type(line) == 'table' and text(line[1]), type(line) == 'table' and line[2]
+    local config_index, stock_index = sku and key_index(line[3]), sku and key_index(line[4])
+    if not sku or seen[sku] or type(qty) ~= 'number' or qty < 1 or qty ~= math.floor(qty)
+        or not config_index or not stock_index or #line ~= 4 then
+      return redis.error_reply('ERR reserve: malformed or repeated line in order ' .. position)
     end
     seen[sku] = true
     order.lines[#order.lines + 1] = {sku = sku, qty = qty, config_index = config_index, stock_index = stock_index}
-    cursor = cursor + 4
   end
   orders[#orders + 1] = order
-end
-if cursor ~= #ARGV + 1 then
-  return redis.error_reply('ERR reserve: ' .. (#ARGV + 1 - cursor) .. ' trailing arguments')
 end
 
 local results, counts = {}, {}
@@ -304,6 +341,26 @@ for index, order in ipairs(orders) do
   results[index] = decide(order)
   local code = results[index][1]
   counts[code] = (counts[code] or 0) + 1
+end
+
+-- The batch's deferred writes: changed stock counters, order documents, deadlines (chunked:
+-- Lua's unpack takes a bounded number of values).
+for stock_key, levels in pairs(stock) do
+  local fields = {}
+  for warehouse in pairs(levels.changed) do
+    fields[#fields + 1] = 'a:' .. warehouse
+    fields[#fields + 1] = int(levels.available[warehouse])
+    fields[#fields + 1] = 'r:' .. warehouse
+    fields[#fields + 1] = int(levels.reserved[warehouse])
+  end
+  if #fields > 0 then redis.call('HSET', stock_key, unpack(fields)) end
+end
+local CHUNK = 1000
+for first = 1, #documents, CHUNK do
+  redis.call('MSET', unpack(documents, first, math.min(first + CHUNK - 1, #documents)))
+end
+for first = 1, #deadlines, CHUNK do
+  redis.call('ZADD', expiry_key, unpack(deadlines, first, math.min(first + CHUNK - 1, #deadlines)))
 end
 for code, count in pairs(counts) do redis.call('HINCRBY', metrics_key, 'reserve_' .. code, count) end
 return results

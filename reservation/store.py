@@ -91,6 +91,9 @@ def connect(url: str, *, pool_size_max: int, timeout_ms: int) -> redis_asyncio.R
     return redis_asyncio.Redis(connection_pool=pool)
 
 
+_orders_encoder = msgspec.msgpack.Encoder()
+
+
 def _decode_order(packed: bytes) -> OrderRecord | None:
     return order_record_decoder.decode(packed) if packed else None
 
@@ -135,12 +138,8 @@ class RedisStore:
         """Decide every order in one call; each is held all-or-nothing on its own."""
         keys = self.keys
         table = KeyTable([keys.stream, keys.expiry, keys.dispatch, keys.blocklist, keys.sold_out, keys.metrics])
-        args: list[Any] = [
-            now_ms, stream_length_max, idempotency_ttl_ms, limits.attempts_max, limits.window_ms,
-            limits.abnormal_attempts_max, limits.cooldown_ms, limits.client_attempts_max, len(orders),
-        ]  # fmt: skip
-        for order in orders:
-            args += [
+        packed_orders = [
+            (
                 table.index(keys.idempotency(order.idempotency_key)),
                 table.index(keys.order(order.order_id)),
                 table.index(keys.customer_counters(order.customer_id)),
@@ -153,11 +152,19 @@ class RedisStore:
                 order.region,
                 order.order_type,
                 order.hold_ttl_ms,
-                "1" if order.allow_split else "0",
-                len(order.items),
-            ]
-            for sku, qty in order.items:
-                args += [sku, qty, table.index(keys.sku_config(sku)), table.index(keys.stock(sku))]
+                order.allow_split,
+                [
+                    (sku, qty, table.index(keys.sku_config(sku)), table.index(keys.stock(sku)))
+                    for sku, qty in order.items
+                ],
+            )
+            for order in orders
+        ]
+        args = [
+            now_ms, stream_length_max, idempotency_ttl_ms, limits.attempts_max, limits.window_ms,
+            limits.abnormal_attempts_max, limits.cooldown_ms, limits.client_attempts_max,
+            _orders_encoder.encode(packed_orders),
+        ]  # fmt: skip
         replies = await self._call("reserve", table.keys, args)
         assert len(replies) == len(orders), "reserve.lua must answer once per order"
         results = []
