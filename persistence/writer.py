@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from msgspec.structs import asdict
 
 from reservation.clock import moment_of
 from reservation.records import (
@@ -92,12 +93,18 @@ def as_plain(value: Any) -> Any:
     return value
 
 
+def _order_payload(order: OrderRecord, movements: tuple[Movement, ...]) -> dict[str, Any]:
+    """as_plain of an order event, spelled out: it runs for every order event, and the generic walk
+    (an isinstance per value) was a fifth of the persister's time under load."""
+    plain_order = asdict(order)
+    plain_order["lines"] = [asdict(line) for line in order.lines]
+    return {"order": plain_order, "movements": [asdict(movement) for movement in movements]}
+
+
 def _payload(event: Event) -> str:
     if event.order is not None:
-        body: dict[str, Any] = {"order": as_plain(event.order), "movements": as_plain(event.movements)}
-    else:
-        body = as_plain(event.data)
-    return _json.encode(body).decode()
+        return _json.encode(_order_payload(event.order, event.movements)).decode()
+    return _json.encode(as_plain(event.data)).decode()
 
 
 _INSERT_EVENTS = """

@@ -241,6 +241,8 @@ def run_recover(settings: Settings, *, force: bool) -> int:
 
 
 def run_worker(settings: Settings, command: str) -> int:
+    import uvloop
+
     from rushgate.workers import Persister, Sweeper
 
     require_services(settings)
@@ -256,7 +258,9 @@ def run_worker(settings: Settings, command: str) -> int:
             await worker.run(stop)
         logger.info("%s stopped", command)
 
-    asyncio.run(work())
+    # uvloop, as the API workers use: profiled, the persister spent a seventh of its time in
+    # asyncio's pure-Python socket transport.
+    uvloop.run(work())
     return 0
 
 

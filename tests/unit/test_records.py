@@ -402,3 +402,25 @@ def test_to_ms_of_a_sale_start_with_whole_milliseconds_is_exact() -> None:
     moment = datetime(2004, 3, 2, 23, 19, 16, 340_000, tzinfo=UTC)
 
     assert to_ms(moment) == (moment - EPOCH) // timedelta(milliseconds=1) == 1_078_269_556_340
+
+
+# --- persister payloads ---------------------------------------------------------------------------
+
+
+def test_an_order_event_payload_names_every_field_of_the_order_its_lines_and_movements() -> None:
+    from persistence.writer import Event, _payload, as_plain
+    from reservation.records import Movement
+
+    movements = (
+        Movement("sku-a", "wh-1", "reserve", 3, -3, 3, 0, 0),
+        Movement("sku-b", "wh-2", "reserve", 1, -1, 1, 0, 0),
+    )
+    order = make_order(SPLIT_LINES)
+    event = Event(0, CREATED_MS, 0, "order_created", CREATED_MS, order, movements, None)
+    payload = json.loads(_payload(event))
+    assert payload == {"order": as_plain(order), "movements": as_plain(movements)}
+    assert payload["order"]["lines"][0] == {
+        "sku": "sku-a", "warehouse_id": "wh-1", "qty": 3, "unit_price": 1000, "merchant_id": "merchant-1",
+    }  # fmt: skip
+    assert payload["movements"][1]["reserved_delta"] == 1
+    assert set(payload["order"]) == set(OrderRecord.__struct_fields__)
