@@ -14,6 +14,8 @@ from typing import Any
 
 import asyncpg
 
+from persistence.audit import record_direct_change
+
 Levels = tuple[int, int, int, int]
 """available, reserved, committed, on hand"""
 
@@ -91,9 +93,12 @@ async def order_states(connection: asyncpg.Connection, order_ids: Sequence[str])
 
 
 async def write_compensations(
-    connection: asyncpg.Connection, differences: Sequence[Difference], now_ms: int
+    connection: asyncpg.Connection, differences: Sequence[Difference], now_ms: int, *, actor: str
 ) -> list[Difference]:
     """Movements that bring the ledger to the Redis counters, one per stock difference.
+
+    Each is a control-plane change of the ledger, so each gets an audit row (``stock.reconcile``:
+    the ledger's sums before, the Redis counters after), in the same transaction.
 
     Returns the differences that were compensated. A difference whose own deltas do not
     add up (available + reserved + committed != on hand) means the Redis counters are
@@ -112,10 +117,18 @@ async def write_compensations(
         rows.append((COMPENSATION_PARTITION, now_ms, 0, len(rows), sku, warehouse_id, abs(deltas[3]), *deltas))
         fixed.append(difference)
     if rows:
-        await connection.executemany(
-            "INSERT INTO stock_movements (partition, stream_ms, stream_seq, position, sku, warehouse_id, kind, qty,"
-            " available_delta, reserved_delta, committed_delta, on_hand_delta, reason, occurred_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, 'adjust', $7, $8, $9, $10, $11, 'reconcile', now())",
-            rows,
-        )
+        async with connection.transaction():
+            await connection.executemany(
+                "INSERT INTO stock_movements (partition, stream_ms, stream_seq, position, sku, warehouse_id, kind,"
+                " qty, available_delta, reserved_delta, committed_delta, on_hand_delta, reason, occurred_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, 'adjust', $7, $8, $9, $10, $11, 'reconcile', now())",
+                rows,
+            )
+            for difference in fixed:
+                sku, _, warehouse_id = difference.key.partition("/")
+                await record_direct_change(
+                    connection, actor=actor, action="stock.reconcile", target_type="stock", target_id=sku,
+                    warehouse_ids=[warehouse_id], reason="reconcile",
+                    before={warehouse_id: difference.postgres}, after={warehouse_id: difference.redis},
+                )  # fmt: skip
     return fixed

@@ -56,7 +56,7 @@ async def drain(store: RedisStore, settings: Settings, database_url: str) -> Non
         await store.delete_consumer_if_idle(PERSISTER_GROUP, persister.name)
 
 
-async def reconcile(store: RedisStore, settings: Settings, *, fix: bool) -> Report:
+async def reconcile(store: RedisStore, settings: Settings, *, fix: bool, actor: str = "system") -> Report:
     _, database_url = require_services(settings)
     await drain(store, settings, database_url)
     counters: dict[tuple[str, str], Levels] = {}
@@ -68,7 +68,7 @@ async def reconcile(store: RedisStore, settings: Settings, *, fix: bool) -> Repo
     try:
         differences = compare_stock(counters, await ledger_totals(connection))
         differences += compare_holds(holds, await order_states(connection, list(holds)))
-        fixed = await write_compensations(connection, differences, wall_clock_ms()) if fix else []
+        fixed = await write_compensations(connection, differences, wall_clock_ms(), actor=actor) if fix else []
     finally:
         await connection.close()
     return Report(differences, fixed)
