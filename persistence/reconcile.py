@@ -28,7 +28,7 @@ LEVEL_NAMES = ("available", "reserved", "committed", "on_hand")
 class Difference:
     """One inconsistency: a (sku, warehouse) whose sums differ, or a live hold the two disagree on."""
 
-    kind: str  # "stock" | "hold"
+    kind: str  # "stock" | "hold" | "order"
     key: str  # "sku/warehouse" or an order id
     redis: dict[str, Any] | None
     postgres: dict[str, Any] | None
@@ -71,6 +71,42 @@ def compare_holds(redis: Mapping[str, tuple[str, int]], postgres: Mapping[str, t
                 )
             )
     return differences
+
+
+def compare_orders(
+    redis: Mapping[str, tuple[str, int] | None], postgres: Mapping[str, tuple[str, int]], holds: Mapping[str, object]
+) -> list[Difference]:
+    """Orders Postgres has whose Redis document is missing or at another (status, version).
+
+    ``redis`` maps each of the ``postgres`` ids to its Redis document's (status, version), None if
+    Redis has none. Orders pending payment on either side are compare_holds' business and skipped.
+    """
+    differences = []
+    for order_id in sorted(postgres):
+        in_redis, in_postgres = redis.get(order_id), postgres[order_id]
+        if in_postgres[0] == "pending_payment" or order_id in holds or in_redis == in_postgres:
+            continue
+        differences.append(
+            Difference(
+                "order",
+                order_id,
+                {"status": in_redis[0], "version": in_redis[1]} if in_redis else None,
+                {"status": in_postgres[0], "version": in_postgres[1]},
+            )
+        )
+    return differences
+
+
+async def orders_page(
+    connection: asyncpg.Connection, *, after_order_id: str, count_max: int
+) -> dict[str, tuple[str, int]]:
+    """(status, version) of up to count_max orders with ids above after_order_id, in id order."""
+    rows = await connection.fetch(
+        "SELECT order_id, status, version FROM orders WHERE order_id > $1 ORDER BY order_id LIMIT $2",
+        after_order_id,
+        count_max,
+    )
+    return {row["order_id"]: (row["status"], row["version"]) for row in rows}
 
 
 async def ledger_totals(connection: asyncpg.Connection) -> dict[tuple[str, str], Levels]:

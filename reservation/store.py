@@ -320,6 +320,22 @@ class RedisStore:
             return True
         return False
 
+    async def clear_partition(self, *, keep: Sequence[str], chunk_size: int = 1000) -> int:
+        """Delete every key of this partition but ``keep``; returns how many (recover --force, never hot path)."""
+        kept = set(keep)
+        deleted = 0
+        batch: list[str] = []
+        async for key in self.client.scan_iter(match=f"{self.keys.tag}:*", count=chunk_size):
+            name = key.decode()
+            if name not in kept:
+                batch.append(name)
+            if len(batch) >= chunk_size:
+                deleted += int(await self.client.delete(*batch))
+                batch = []
+        if batch:
+            deleted += int(await self.client.delete(*batch))
+        return deleted
+
     async def restore(
         self,
         *,

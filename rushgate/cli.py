@@ -62,7 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     revoke = client_commands.add_parser("revoke", help="refuse a client's secret from now on (within 1 s)")
     revoke.add_argument("client_id")
     recover = commands.add_parser("recover", help="rebuild Redis from Postgres after Redis lost its data")
-    recover.add_argument("--force", action="store_true", help="write even though Redis still holds rushgate data")
+    recover.add_argument(
+        "--force",
+        action="store_true",
+        help="Redis still holds data (e.g. back from an AOF that missed its last writes): drain the stream,"
+        " then replace Redis's state with Postgres's",
+    )
     return parser
 
 
