@@ -4,22 +4,25 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, get_args
 
+import msgspec
 from httpx import ASGITransport, AsyncClient
 
 from intake.app import create_app
-from intake.schemas import AuditAction, AuditTargetType
+from intake.schemas import AdjustmentIn, AuditAction, AuditTargetType, SkuIn
 from intake.service import CatalogService
 from persistence.audit import audit_reader
 from persistence.clients import create_client, revoke_client, scopes_reader
 from persistence.database import connect
 from persistence.writer import decode_entry, write_events
 from reservation.audit import AUDIT_ACTIONS, AUDIT_TARGET_TYPES
+from reservation.clock import moment_of
 from reservation.store import RedisStore
 from rushgate.reconcile import drain
 from rushgate.settings import Settings
-from tests.conftest import ManualClock, admin_headers, gateway_headers
+from tests.conftest import ManualClock, Services, admin_headers, gateway_headers
+from tests.processes import run_command
 from tests.support import add_sku, count_rows, setup_region
 
 PRICE = {"name": "Phone", "merchant_id": "m1", "price": 100, "currency": "EUR"}
@@ -197,20 +200,14 @@ async def test_filters_combine_and_cursor_pages_walk_every_entry_exactly_once(
 
 
 def iso(milliseconds: int) -> str:
-    from reservation.clock import moment_of
-
     return moment_of(milliseconds).isoformat().replace("+00:00", "Z")
 
 
-def catalog_sku(number: int) -> Any:
-    from intake.schemas import SkuIn
-
+def catalog_sku(number: int) -> SkuIn:
     return SkuIn(name=f"Product {number}", merchant_id="m1", price=200 + number, currency="EUR")
 
 
-def adjustment(number: int) -> Any:
-    from intake.schemas import AdjustmentIn
-
+def adjustment(number: int) -> AdjustmentIn:
     return AdjustmentIn(delta=number + 1, reason=f"delivery {number}")
 
 
@@ -233,7 +230,35 @@ async def test_only_the_admin_scope_reads_the_audit_log_and_bad_queries_are_400(
 
 
 def test_the_wire_lists_the_actions_and_target_types_the_log_writes() -> None:
-    from typing import get_args
-
     assert get_args(AuditAction) == AUDIT_ACTIONS
     assert get_args(AuditTargetType) == AUDIT_TARGET_TYPES
+
+
+async def test_the_cli_records_its_operator_for_client_changes_and_reconcile_fixes(
+    services: Services, store: RedisStore, database: str, settings: Settings, catalog: CatalogService
+) -> None:
+    created = run_command(services, "clients", "create", "--name", "dashboard", "--scope", "read")
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.rsplit(" ", 1)[1].strip()
+    await setup_region(catalog, "eu", ["w1"])
+    await add_sku(catalog, "s1", stock={"w1": 5})
+    await store.client.hincrby(store.keys.stock("s1"), "a:w1", 2)  # units appear behind the service's back
+    await store.client.hincrby(store.keys.stock("s1"), "h:w1", 2)
+    fixed = run_command(services, "reconcile", "--fix")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    connection = await connect(database)
+    try:
+        rows = await connection.fetch(
+            "SELECT actor, action, before::text, after::text FROM audit_log"
+            " WHERE action IN ('client.create', 'stock.reconcile') ORDER BY audit_id"
+        )
+    finally:
+        await connection.close()
+    assert [(row["action"], row["actor"].startswith("cli:")) for row in rows] == [
+        ("client.create", True),
+        ("stock.reconcile", True),
+    ]
+    assert secret not in rows[0]["after"]
+    level = {"available": 5, "reserved": 0, "committed": 0, "on_hand": 5}
+    assert msgspec.json.decode(rows[1]["before"]) == {"w1": level}
+    assert msgspec.json.decode(rows[1]["after"]) == {"w1": level | {"available": 7, "on_hand": 7}}
