@@ -23,7 +23,6 @@ from reservation.records import (
     ConfigAudit,
     CustomerBlock,
     DispatchPut,
-    LevelsBefore,
     SkuPut,
     StockAudit,
     StockChange,
@@ -106,22 +105,22 @@ def _config_change(event: Event, audit: ConfigAudit) -> tuple[str, str, str, lis
 
 def _stock_change(change: StockChange, audit: StockAudit) -> tuple[str, str, str, list[str], Any, Any]:
     """Counters per warehouse before the change (from the script) and after it (before + movements)."""
-    before: dict[str, LevelsBefore] = {levels.warehouse_id: levels for levels in audit.before}
-    after = {warehouse: [item.available, item.reserved, item.committed, item.on_hand] for warehouse, item in
-             before.items()}  # fmt: skip
+    before = {item.warehouse_id: [item.available, item.reserved, item.committed, item.on_hand] for item in audit.before}
+    after = {warehouse: list(counters) for warehouse, counters in before.items()}
     for movement in change.movements:
         counters = after[movement.warehouse_id]
         counters[0] += movement.available_delta
         counters[1] += movement.reserved_delta
         counters[2] += movement.committed_delta
         counters[3] += movement.on_hand_delta
-    sku = change.movements[0].sku
     return (
-        STOCK_ACTIONS[audit.operation], "stock", sku, list(before),
-        {warehouse: _levels(item.available, item.reserved, item.committed, item.on_hand)
-         for warehouse, item in before.items()},
+        STOCK_ACTIONS[audit.operation],
+        "stock",
+        change.movements[0].sku,
+        list(before),
+        {warehouse: _levels(*counters) for warehouse, counters in before.items()},
         {warehouse: _levels(*counters) for warehouse, counters in after.items()},
-    )  # fmt: skip
+    )
 
 
 def audit_rows(events: Sequence[Event]) -> list[AuditRow]:
