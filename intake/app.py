@@ -17,6 +17,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from intake.auth import BearerAuthMiddleware, ClientRegistry
 from intake.controllers import (
+    AuditController,
     BatchController,
     CatalogController,
     HealthController,
@@ -27,7 +28,7 @@ from intake.controllers import (
 from intake.hot_path import HotEndpoint, HotIntake
 from intake.openapi import refine_openapi
 from intake.problems import EXCEPTION_HANDLERS
-from intake.service import CatalogService, Clock, OrderService
+from intake.service import AuditReader, AuditService, CatalogService, Clock, OrderService
 from reservation.clock import wall_clock_ms
 from reservation.sold_out import SoldOutFlags
 from reservation.store import RedisStore, connect
@@ -37,10 +38,14 @@ DatabaseCheck = Callable[[], Awaitable[None]]
 DatabaseCheckFactory = Callable[[], AbstractAsyncContextManager[DatabaseCheck]]
 ClientSource = Callable[[], Awaitable[dict[bytes, tuple[str, frozenset[str]]]]]
 ClientSourceFactory = Callable[[], AbstractAsyncContextManager[ClientSource]]
+AuditReaderFactory = Callable[[], AbstractAsyncContextManager[AuditReader]]
 
 READINESS_TIMEOUT_S = 2.0
 logger = logging.getLogger("rushgate.intake")
-TOKEN_HELP = "/v1/orders* takes a gateway or the admin token; every other /v1/ path takes the admin token."
+TOKEN_HELP = (
+    "/v1/orders* takes a gateway or the admin token; every other /v1/ path takes the admin token"
+    " (/v1/audit: the admin scope only)."
+)
 
 
 class RushgateApp(Litestar):
@@ -63,8 +68,10 @@ def create_app(
     clock: Clock = wall_clock_ms,
     database_check: DatabaseCheckFactory | None = None,
     client_source: ClientSourceFactory | None = None,
+    audit_reader: AuditReaderFactory | None = None,
 ) -> Litestar:
-    """An app for these settings; Redis, the database probe and the client list open in its lifespan."""
+    """An app for these settings; Redis, the database probe, the client list and the audit reader open in its
+    lifespan (without an audit reader, GET /v1/audit answers 503)."""
     assert settings.redis_url is not None, "the API needs REDIS_URL"
     registry = ClientRegistry(settings.gateway_tokens, settings.admin_token)
 
@@ -87,6 +94,7 @@ def create_app(
             orders = OrderService(store, settings, clock, sold_out)
             app.state.order_service = orders
             app.state.catalog_service = CatalogService(store, clock)
+            app.state.audit_service = AuditService(None)
             try:
                 async with contextlib.AsyncExitStack() as stack:
                     check = await stack.enter_async_context(database_check()) if database_check else None
@@ -95,6 +103,8 @@ def create_app(
                         source = await stack.enter_async_context(client_source())
                         await load_clients(registry, source)
                         stack.push_async_callback(_stop_task, _refresh_clients(registry, source, settings, stop))
+                    if audit_reader is not None:
+                        app.state.audit_service = AuditService(await stack.enter_async_context(audit_reader()))
                     yield
             finally:
                 stop.set()
@@ -109,6 +119,7 @@ def create_app(
             batch_controller,
             PaymentCallbackController,
             CatalogController,
+            AuditController,
             MetricsController,
             HealthController,
         ],

@@ -41,6 +41,8 @@ def required_scopes(method: str, path: str) -> frozenset[str] | None:
         if path.endswith("/payment"):
             return frozenset({"payments", "gateway", "admin"})
         return frozenset({"gateway", "admin"})
+    if path.startswith("/v1/audit"):
+        return frozenset({"admin"})  # who operates the service is not for read-only dashboards
     if path.startswith("/v1/"):
         if method in ("GET", "HEAD"):
             return frozenset({"admin", "read"})

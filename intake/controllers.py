@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post, put
 from litestar.openapi import ResponseSpec
-from litestar.params import HeaderParameter, Parameter
+from litestar.params import HeaderParameter, Parameter, QueryParameter
 
 from intake import hot_path
 from intake.auth import client_id_of
@@ -16,6 +16,9 @@ from intake.problems import PROBLEM_MEDIA_TYPE
 from intake.schemas import (
     IDEMPOTENCY_KEY_PATTERN,
     AdjustmentIn,
+    AuditAction,
+    AuditPageOut,
+    AuditTargetType,
     BatchOut,
     BlockIn,
     BlockOut,
@@ -37,8 +40,9 @@ from intake.schemas import (
     WarehouseIn,
     WarehouseOut,
 )
-from intake.service import CatalogService, OrderService
+from intake.service import AuditService, CatalogService, OrderService
 from intake.views import order_out, render_metrics
+from reservation.audit import AUDIT_PAGE_SIZE_MAX
 from reservation.keys import PERSISTER_GROUP
 from rushgate.settings import Settings
 
@@ -225,7 +229,7 @@ class CatalogController(Controller):
     )
     async def put_warehouse(self, request: Request[Any, Any, Any], warehouse_id: PathId) -> WarehouseOut:
         data = await read_body(request, WarehouseIn)
-        return await _catalog(request).put_warehouse(warehouse_id, data)
+        return await _catalog(request).put_warehouse(warehouse_id, data, client_id_of(request.scope))
 
     @put(
         "/dispatch/{region:str}",
@@ -234,7 +238,7 @@ class CatalogController(Controller):
     )
     async def put_dispatch(self, request: Request[Any, Any, Any], region: PathId) -> DispatchOut:
         data = await read_body(request, DispatchIn)
-        return await _catalog(request).put_dispatch(region, data)
+        return await _catalog(request).put_dispatch(region, data, client_id_of(request.scope))
 
     @get("/dispatch/{region:str}", operation_id="getDispatch", responses=CONTROL_PLANE_PROBLEMS)
     async def get_dispatch(self, request: Request[Any, Any, Any], region: PathId) -> DispatchOut:
@@ -247,7 +251,7 @@ class CatalogController(Controller):
     )
     async def put_sku(self, request: Request[Any, Any, Any], sku: PathId) -> SkuOut:
         data = await read_body(request, SkuIn)
-        return await _catalog(request).put_sku(sku, data)
+        return await _catalog(request).put_sku(sku, data, client_id_of(request.scope))
 
     @get("/skus/{sku:str}", operation_id="getSku", responses=CONTROL_PLANE_PROBLEMS)
     async def get_sku(self, request: Request[Any, Any, Any], sku: PathId) -> SkuOut:
@@ -261,7 +265,7 @@ class CatalogController(Controller):
     )
     async def set_stock(self, request: Request[Any, Any, Any], sku: PathId, warehouse_id: PathId) -> StockLevelOut:
         data = await read_body(request, StockSetIn)
-        return await _catalog(request).set_stock(sku, warehouse_id, data)
+        return await _catalog(request).set_stock(sku, warehouse_id, data, client_id_of(request.scope))
 
     @post(
         "/stock/{sku:str}/{warehouse_id:str}/adjustments",
@@ -271,7 +275,7 @@ class CatalogController(Controller):
     )
     async def adjust_stock(self, request: Request[Any, Any, Any], sku: PathId, warehouse_id: PathId) -> StockLevelOut:
         data = await read_body(request, AdjustmentIn)
-        return await _catalog(request).adjust_stock(sku, warehouse_id, data)
+        return await _catalog(request).adjust_stock(sku, warehouse_id, data, client_id_of(request.scope))
 
     @post(
         "/stock/transfers",
@@ -281,7 +285,7 @@ class CatalogController(Controller):
     )
     async def transfer_stock(self, request: Request[Any, Any, Any]) -> TransferOut:
         data = await read_body(request, TransferIn)
-        return await _catalog(request).transfer_stock(data)
+        return await _catalog(request).transfer_stock(data, client_id_of(request.scope))
 
     @get("/stock/{sku:str}", operation_id="getStock", responses=CONTROL_PLANE_PROBLEMS)
     async def get_stock(self, request: Request[Any, Any, Any], sku: PathId) -> StockOut:
@@ -294,7 +298,7 @@ class CatalogController(Controller):
     )
     async def block_customer(self, request: Request[Any, Any, Any], customer_id: PathId) -> BlockOut:
         data = await read_body(request, BlockIn)
-        return await _catalog(request).block(customer_id, data)
+        return await _catalog(request).block(customer_id, data, client_id_of(request.scope))
 
     @post(
         "/blocklist/{customer_id:str}/unblock",
@@ -303,11 +307,54 @@ class CatalogController(Controller):
         responses=CONTROL_PLANE_PROBLEMS,
     )
     async def unblock_customer(self, request: Request[Any, Any, Any], customer_id: PathId) -> BlockOut:
-        return await _catalog(request).unblock(customer_id)
+        return await _catalog(request).unblock(customer_id, client_id_of(request.scope))
 
     @get("/blocklist/{customer_id:str}", operation_id="getBlock", responses=CONTROL_PLANE_PROBLEMS)
     async def get_block(self, request: Request[Any, Any, Any], customer_id: PathId) -> BlockOut:
         return await _catalog(request).get_block(customer_id)
+
+
+RFC3339_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})$"
+"""An RFC 3339 time with its offset. Taken as text: Litestar would also take a number as a time."""
+AuditText = Annotated[str | None, QueryParameter(pattern=r"^[!-~]{1,128}$", description="exact match")]
+
+
+class AuditController(Controller):
+    """The audit log of control-plane changes (admin scope only: it shows who operates the service)."""
+
+    path = "/v1/audit"
+    tags = ("control plane",)
+    security = BEARER
+
+    @get(
+        "/",
+        operation_id="listAudit",
+        summary="Control-plane changes, newest first: who, when, what, before and after",
+        description=(
+            "Filters combine with AND. warehouse_id matches every change touching that warehouse (its own"
+            " settings, dispatch rules naming it, stock in it). since is inclusive, until exclusive."
+            " Pass next_cursor back as cursor, with the same filters, for the next page."
+        ),
+        responses=problems(400, 401, 403, 503),
+    )
+    async def list_audit(
+        self,
+        request: Request[Any, Any, Any],
+        actor: AuditText = None,
+        action: Annotated[AuditAction | None, QueryParameter()] = None,
+        target_type: Annotated[AuditTargetType | None, QueryParameter()] = None,
+        target_id: AuditText = None,
+        warehouse_id: AuditText = None,
+        since: Annotated[str | None, QueryParameter(pattern=RFC3339_PATTERN, description="inclusive")] = None,
+        until: Annotated[str | None, QueryParameter(pattern=RFC3339_PATTERN, description="exclusive")] = None,
+        cursor: Annotated[str | None, QueryParameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=AUDIT_PAGE_SIZE_MAX)] = 50,
+    ) -> AuditPageOut:
+        service: AuditService = request.app.state.audit_service
+        return await service.page(
+            actor=actor, action=action, target_type=target_type, target_id=target_id,
+            warehouse_id=warehouse_id, since=since, until=until, cursor=cursor, limit=limit,
+        )  # fmt: skip
 
 
 class MetricsController(Controller):

@@ -7,7 +7,7 @@ ignored option. Money is integer minor units; times are RFC 3339 UTC.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -236,3 +236,34 @@ class BlockOut(msgspec.Struct, frozen=True):
 class HealthOut(msgspec.Struct, frozen=True):
     status: str
     checks: dict[str, str] = {}
+
+
+AuditAction = Literal[
+    "warehouse.put", "dispatch.put", "sku.put", "stock.set", "stock.adjust", "stock.transfer", "stock.reconcile",
+    "customer.block", "customer.unblock", "client.create", "client.revoke",
+]  # fmt: skip
+"""Mirrors reservation.audit.AUDIT_ACTIONS (a unit test checks)."""
+AuditTargetType = Literal["warehouse", "dispatch", "sku", "stock", "customer", "client"]
+
+
+class AuditEntryOut(msgspec.Struct, frozen=True):
+    """One control-plane change: who, when, what, and the state before and after it."""
+
+    audit_id: int
+    occurred_at: datetime
+    actor: str
+    action: str
+    target_type: str
+    target_id: str
+    warehouse_ids: list[str]
+    request_id: str | None
+    reason: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class AuditPageOut(msgspec.Struct, frozen=True):
+    """Newest first; pass next_cursor as cursor (with the same filters) for the next page, null at the end."""
+
+    entries: list[AuditEntryOut]
+    next_cursor: str | None

@@ -7,10 +7,12 @@ returns is mapped here to a result or a problem, in one place.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import secrets
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 import msgspec
@@ -19,6 +21,8 @@ from intake.problems import ProblemError
 from intake.schemas import (
     STOCK_MAX,
     AdjustmentIn,
+    AuditEntryOut,
+    AuditPageOut,
     BlockIn,
     BlockOut,
     DispatchIn,
@@ -35,6 +39,7 @@ from intake.schemas import (
     WarehouseIn,
     WarehouseOut,
 )
+from reservation.audit import AuditEntry, AuditPage, AuditQuery, AuditUnavailable
 from reservation.clock import milliseconds_of, moment_of, wall_clock_ms
 from reservation.coalescer import Coalescer
 from reservation.outcomes import CancelCode, PayCode, ReserveCode, StockCode, TransferCode
@@ -44,6 +49,8 @@ from reservation.store import AttemptLimits, OrderRequest, RedisStore, ReserveRe
 from rushgate.settings import Settings
 
 Clock = Callable[[], int]
+SYSTEM_ACTOR = "system"
+"""The actor of a change made in-process, not through the API (tests, tools)."""
 
 
 from_ms = moment_of  # the wire's name for it: RFC 3339 times out of epoch milliseconds
@@ -285,24 +292,29 @@ class OrderService:
 
 
 class CatalogService:
-    """Control plane: warehouses, dispatch rules, SKUs, stock and the blocklist."""
+    """Control plane: warehouses, dispatch rules, SKUs, stock and the blocklist.
+
+    Every change names its actor (the API client that asked), which the scripts write into
+    the change's event for the audit log, together with what the change replaced.
+    """
 
     def __init__(self, store: RedisStore, clock: Clock = wall_clock_ms) -> None:
         self.store = store
         self.clock = clock
 
-    async def put_warehouse(self, warehouse_id: str, body: WarehouseIn) -> WarehouseOut:
+    async def put_warehouse(self, warehouse_id: str, body: WarehouseIn, actor: str = SYSTEM_ACTOR) -> WarehouseOut:
         await self.store.put_config(
             hash_key=self.store.keys.warehouses,
             operation="merge",
             pairs=[warehouse_id, body.region],
             event_kind="warehouse_put",
+            actor=actor,
             event_data=WarehousePut(warehouse_id, body.region, body.name),
             now_ms=self.clock(),
         )
         return WarehouseOut(warehouse_id, body.region, body.name)
 
-    async def put_dispatch(self, region: str, body: DispatchIn) -> DispatchOut:
+    async def put_dispatch(self, region: str, body: DispatchIn, actor: str = SYSTEM_ACTOR) -> DispatchOut:
         if len(set(body.warehouses)) != len(body.warehouses):
             raise ProblemError(422, "invalid-request", "a warehouse may appear once in a dispatch rule")
         known = await self.store.hash_get_all(self.store.keys.warehouses)
@@ -314,6 +326,7 @@ class CatalogService:
             operation="merge",
             pairs=[region, ",".join(body.warehouses)],
             event_kind="dispatch_put",
+            actor=actor,
             event_data=DispatchPut(region, tuple(body.warehouses)),
             now_ms=self.clock(),
         )
@@ -325,7 +338,7 @@ class CatalogService:
             raise ProblemError(404, "not-found", f"region {region} has no dispatch rule")
         return DispatchOut(region, rule.split(","))
 
-    async def put_sku(self, sku: str, body: SkuIn) -> SkuOut:
+    async def put_sku(self, sku: str, body: SkuIn, actor: str = SYSTEM_ACTOR) -> SkuOut:
         starts_ms = to_ms(body.sale_starts_at) if body.sale_starts_at else None
         ends_ms = to_ms(body.sale_ends_at) if body.sale_ends_at else None
         if starts_ms is not None and ends_ms is not None and ends_ms <= starts_ms:
@@ -350,6 +363,7 @@ class CatalogService:
             operation="replace",
             pairs=pairs,
             event_kind="sku_put",
+            actor=actor,
             event_data=event,
             now_ms=self.clock(),
         )
@@ -378,7 +392,7 @@ class CatalogService:
         )
 
     async def _adjust(
-        self, sku: str, warehouse_id: str, mode: str, value: int, expected: int | None, reason: str
+        self, sku: str, warehouse_id: str, mode: str, value: int, expected: int | None, reason: str, actor: str
     ) -> StockLevelOut:
         code, levels = await self.store.adjust_stock(
             sku=sku,
@@ -388,6 +402,7 @@ class CatalogService:
             expected_on_hand=expected,
             reason=reason,
             request_id=secrets.token_hex(8),
+            actor=actor,
             now_ms=self.clock(),
         )
         if code is StockCode.UNKNOWN_SKU:
@@ -409,13 +424,17 @@ class CatalogService:
             )
         return _levels_out(warehouse_id, levels)
 
-    async def set_stock(self, sku: str, warehouse_id: str, body: StockSetIn) -> StockLevelOut:
-        return await self._adjust(sku, warehouse_id, "set", body.on_hand, body.expected_on_hand, "stocktake")
+    async def set_stock(
+        self, sku: str, warehouse_id: str, body: StockSetIn, actor: str = SYSTEM_ACTOR
+    ) -> StockLevelOut:
+        return await self._adjust(sku, warehouse_id, "set", body.on_hand, body.expected_on_hand, "stocktake", actor)
 
-    async def adjust_stock(self, sku: str, warehouse_id: str, body: AdjustmentIn) -> StockLevelOut:
-        return await self._adjust(sku, warehouse_id, "delta", body.delta, None, body.reason)
+    async def adjust_stock(
+        self, sku: str, warehouse_id: str, body: AdjustmentIn, actor: str = SYSTEM_ACTOR
+    ) -> StockLevelOut:
+        return await self._adjust(sku, warehouse_id, "delta", body.delta, None, body.reason, actor)
 
-    async def transfer_stock(self, body: TransferIn) -> TransferOut:
+    async def transfer_stock(self, body: TransferIn, actor: str = SYSTEM_ACTOR) -> TransferOut:
         if body.from_warehouse == body.to_warehouse:
             raise ProblemError(422, "invalid-request", "from_warehouse and to_warehouse must differ")
         code, available = await self.store.transfer_stock(
@@ -424,6 +443,7 @@ class CatalogService:
             target=body.to_warehouse,
             qty=body.qty,
             request_id=secrets.token_hex(8),
+            actor=actor,
             now_ms=self.clock(),
         )
         if code is TransferCode.UNKNOWN_SKU:
@@ -448,23 +468,25 @@ class CatalogService:
         levels = await self.store.stock_levels(sku)
         return StockOut(sku, [_levels_out(warehouse_id, level) for warehouse_id, level in levels.items()])
 
-    async def block(self, customer_id: str, body: BlockIn) -> BlockOut:
+    async def block(self, customer_id: str, body: BlockIn, actor: str = SYSTEM_ACTOR) -> BlockOut:
         await self.store.put_config(
             hash_key=self.store.keys.blocklist,
             operation="merge",
             pairs=[customer_id, body.reason],
             event_kind="customer_blocked",
+            actor=actor,
             event_data=CustomerBlock(customer_id, body.reason),
             now_ms=self.clock(),
         )
         return BlockOut(customer_id, True, body.reason)
 
-    async def unblock(self, customer_id: str) -> BlockOut:
+    async def unblock(self, customer_id: str, actor: str = SYSTEM_ACTOR) -> BlockOut:
         await self.store.put_config(
             hash_key=self.store.keys.blocklist,
             operation="delete",
             pairs=[customer_id],
             event_kind="customer_unblocked",
+            actor=actor,
             event_data=CustomerBlock(customer_id, ""),
             now_ms=self.clock(),
         )
@@ -473,3 +495,84 @@ class CatalogService:
     async def get_block(self, customer_id: str) -> BlockOut:
         reason = await self.store.hash_get(self.store.keys.blocklist, customer_id)
         return BlockOut(customer_id, reason is not None, reason)
+
+
+AuditReader = Callable[[AuditQuery], Awaitable[AuditPage]]
+_CURSOR_PREFIX = b"audit:"
+
+
+def encode_cursor(audit_id: int) -> str:
+    return base64.urlsafe_b64encode(_CURSOR_PREFIX + str(audit_id).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The audit id a cursor stands for; anything not made by encode_cursor is a 400."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        if raw.startswith(_CURSOR_PREFIX) and raw[len(_CURSOR_PREFIX) :].isdigit():
+            return int(raw[len(_CURSOR_PREFIX) :])
+    except (binascii.Error, ValueError):
+        pass
+    raise ProblemError(400, "invalid-request", "cursor is not one this API returned")
+
+
+def _utc(text: str | None, name: str) -> datetime | None:
+    """An RFC 3339 time (with its offset) in UTC; anything else is a 400."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            raise ValueError("no offset")
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ProblemError(400, "invalid-request", f"{name} must be an RFC 3339 time with an offset") from None
+
+
+def _entry_out(entry: AuditEntry) -> AuditEntryOut:
+    return AuditEntryOut(
+        entry.audit_id, entry.occurred_at, entry.actor, entry.action, entry.target_type, entry.target_id,
+        list(entry.warehouse_ids), entry.request_id, entry.reason, entry.before, entry.after,
+    )  # fmt: skip
+
+
+class AuditService:
+    """The audit log, read from Postgres through a reader the composition root hands in."""
+
+    def __init__(self, reader: AuditReader | None) -> None:
+        self.reader = reader
+
+    async def page(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        target_type: str | None = None,
+        target_id: str | None = None,
+        warehouse_id: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> AuditPageOut:
+        query = AuditQuery(
+            actor=actor,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            warehouse_id=warehouse_id,
+            since=_utc(since, "since"),
+            until=_utc(until, "until"),
+            before_audit_id=decode_cursor(cursor) if cursor is not None else None,
+            limit=limit,
+        )
+        if self.reader is None:
+            raise ProblemError(503, "dependency-unavailable", "the audit log needs Postgres")
+        try:
+            page = await self.reader(query)
+        except AuditUnavailable:
+            error = ProblemError(503, "dependency-unavailable", "the audit log could not be read")
+            error.headers["Retry-After"] = "1"
+            raise error from None
+        next_cursor = encode_cursor(page.entries[-1].audit_id) if page.has_more and page.entries else None
+        return AuditPageOut([_entry_out(entry) for entry in page.entries], next_cursor)

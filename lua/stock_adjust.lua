@@ -20,6 +20,7 @@ ARGV[5]  on_hand (set) or delta (delta)
 ARGV[6]  expected on_hand for compare-and-set, or "" for none
 ARGV[7]  reason
 ARGV[8]  request_id
+ARGV[9]  actor: the API client that asked for the change
 
 Returns {code, available, reserved, committed, on_hand}
   code 1 changed   2 unknown sku   3 unknown warehouse
@@ -27,7 +28,9 @@ Returns {code, available, reserved, committed, on_hand}
   code 5 would take on hand below reserved + committed (counters are the current ones)
   code 6 would take on hand above ON_HAND_MAX (counters are the current ones)
 Mirrored by reservation.outcomes.StockCode.
-Event: k stock_changed, d {request_id, reason, movements}, t now_ms.
+Event: k stock_changed, d {request_id, reason, movements}, u {actor, mode, {{warehouse,
+available, reserved, committed, on_hand}}} (the counters before the change, for the audit
+log; mirrored by reservation.records.StockAudit), t now_ms.
 ]]
 
 local CODE_CHANGED, CODE_UNKNOWN_SKU, CODE_UNKNOWN_WAREHOUSE, CODE_CONFLICT, CODE_BELOW_HELD = 1, 2, 3, 4, 5
@@ -67,6 +70,8 @@ redis.call('HSETNX', stock_key, 'r:' .. warehouse, 0)
 redis.call('HSETNX', stock_key, 'c:' .. warehouse, 0)
 local movements = {{sku, warehouse, 'adjust', math.abs(delta), delta, 0, 0, delta}}
 redis.call('XADD', stream_key, '*', 'k', 'stock_changed',
-  'd', cmsgpack.pack({ARGV[8], ARGV[7], movements}), 't', string.format('%d', now_ms))
+  'd', cmsgpack.pack({ARGV[8], ARGV[7], movements}),
+  'u', cmsgpack.pack({ARGV[9] or '', mode, {{warehouse, current[1], current[2], current[3], current[4]}}}),
+  't', string.format('%d', now_ms))
 local after = counters()
 return {code, after[1], after[2], after[3], after[4]}

@@ -13,12 +13,15 @@ ARGV[3]  from warehouse id
 ARGV[4]  to warehouse id
 ARGV[5]  qty (> 0)
 ARGV[6]  request_id
+ARGV[7]  actor: the API client that asked for the change
 
 Returns {code, available at source}
   code 1 moved   2 unknown sku   3 unknown warehouse   4 not enough available at source
   code 5 would take on hand at the target above ON_HAND_MAX
 Mirrored by reservation.outcomes.TransferCode.
-Event: k stock_changed, d {request_id, "transfer", movements}, t now_ms.
+Event: k stock_changed, d {request_id, "transfer", movements}, u {actor, "transfer",
+{{source, available, reserved, committed, on_hand}, {target, ...}}} (the counters before
+the move, for the audit log; mirrored by reservation.records.StockAudit), t now_ms.
 ]]
 
 local CODE_MOVED, CODE_UNKNOWN_SKU, CODE_UNKNOWN_WAREHOUSE, CODE_INSUFFICIENT, CODE_ABOVE_MAX = 1, 2, 3, 4, 5
@@ -40,6 +43,12 @@ if tonumber(redis.call('HGET', stock_key, 'h:' .. target) or '0') + qty > ON_HAN
   return {CODE_ABOVE_MAX, available}
 end
 
+local before = {}
+for _, warehouse in ipairs({source, target}) do
+  local values = redis.call('HMGET', stock_key, 'a:' .. warehouse, 'r:' .. warehouse, 'c:' .. warehouse, 'h:' .. warehouse)
+  before[#before + 1] = {warehouse, tonumber(values[1] or '0'), tonumber(values[2] or '0'),
+    tonumber(values[3] or '0'), tonumber(values[4] or '0')}
+end
 for _, warehouse in ipairs({source, target}) do
   redis.call('HSETNX', stock_key, 'r:' .. warehouse, 0)
   redis.call('HSETNX', stock_key, 'c:' .. warehouse, 0)
@@ -51,5 +60,6 @@ redis.call('HINCRBY', stock_key, 'h:' .. target, qty)
 redis.call('SREM', sold_out_key, sku)
 local movements = {{sku, source, 'transfer', qty, -qty, 0, 0, -qty}, {sku, target, 'transfer', qty, qty, 0, 0, qty}}
 redis.call('XADD', stream_key, '*', 'k', 'stock_changed',
-  'd', cmsgpack.pack({ARGV[6], 'transfer', movements}), 't', string.format('%d', now_ms))
+  'd', cmsgpack.pack({ARGV[6], 'transfer', movements}),
+  'u', cmsgpack.pack({ARGV[7] or '', 'transfer', before}), 't', string.format('%d', now_ms))
 return {CODE_MOVED, available - qty}

@@ -11,6 +11,8 @@ from datetime import datetime
 
 import asyncpg
 
+from persistence.audit import record_direct_change
+
 SCOPES = ("gateway", "payments", "admin", "read")
 SECRET_PREFIX = "rg_"
 
@@ -28,20 +30,28 @@ class Client:
     revoked_at: datetime | None
 
 
-async def create_client(connection: asyncpg.Connection, name: str, scopes: tuple[str, ...]) -> tuple[str, str]:
-    """(client id, secret); the secret exists only in this return value."""
+async def create_client(
+    connection: asyncpg.Connection, name: str, scopes: tuple[str, ...], *, actor: str
+) -> tuple[str, str]:
+    """(client id, secret); the secret exists only in this return value, never in the audit log."""
     unknown = sorted(set(scopes) - set(SCOPES))
     if not scopes or unknown:
         raise ValueError(f"scopes must be some of {', '.join(SCOPES)}; got {', '.join(unknown) or 'none'}")
     client_id = "c_" + secrets.token_hex(8)
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
-    await connection.execute(
-        "INSERT INTO api_clients (client_id, name, scopes, secret_sha256) VALUES ($1, $2, $3, $4)",
-        client_id,
-        name,
-        sorted(set(scopes)),
-        digest(secret),
-    )
+    kept_scopes = sorted(set(scopes))
+    async with connection.transaction():
+        await connection.execute(
+            "INSERT INTO api_clients (client_id, name, scopes, secret_sha256) VALUES ($1, $2, $3, $4)",
+            client_id,
+            name,
+            kept_scopes,
+            digest(secret),
+        )
+        await record_direct_change(
+            connection, actor=actor, action="client.create", target_type="client", target_id=client_id,
+            before=None, after={"name": name, "scopes": kept_scopes, "active": True},
+        )  # fmt: skip
     return client_id, secret
 
 
@@ -55,12 +65,22 @@ async def list_clients(connection: asyncpg.Connection) -> list[Client]:
     ]
 
 
-async def revoke_client(connection: asyncpg.Connection, client_id: str) -> bool:
-    """True if the client existed and was active."""
-    status = await connection.execute(
-        "UPDATE api_clients SET revoked_at = now() WHERE client_id = $1 AND revoked_at IS NULL", client_id
-    )
-    return str(status).endswith(" 1")
+async def revoke_client(connection: asyncpg.Connection, client_id: str, *, actor: str) -> bool:
+    """True if the client existed and was active; the revocation and its audit row commit together."""
+    async with connection.transaction():
+        row = await connection.fetchrow(
+            "UPDATE api_clients SET revoked_at = now() WHERE client_id = $1 AND revoked_at IS NULL"
+            " RETURNING name, scopes",
+            client_id,
+        )
+        if row is None:
+            return False
+        state = {"name": row["name"], "scopes": list(row["scopes"])}
+        await record_direct_change(
+            connection, actor=actor, action="client.revoke", target_type="client", target_id=client_id,
+            before=state | {"active": True}, after=state | {"active": False},
+        )  # fmt: skip
+    return True
 
 
 async def active_scopes(connection: asyncpg.Connection) -> dict[bytes, tuple[str, frozenset[str]]]:

@@ -14,6 +14,8 @@ from typing import Any
 
 import asyncpg
 
+from persistence.audit import record_direct_change
+
 Levels = tuple[int, int, int, int]
 """available, reserved, committed, on hand"""
 
@@ -26,7 +28,7 @@ LEVEL_NAMES = ("available", "reserved", "committed", "on_hand")
 class Difference:
     """One inconsistency: a (sku, warehouse) whose sums differ, or a live hold the two disagree on."""
 
-    kind: str  # "stock" | "hold"
+    kind: str  # "stock" | "hold" | "order"
     key: str  # "sku/warehouse" or an order id
     redis: dict[str, Any] | None
     postgres: dict[str, Any] | None
@@ -71,6 +73,42 @@ def compare_holds(redis: Mapping[str, tuple[str, int]], postgres: Mapping[str, t
     return differences
 
 
+def compare_orders(
+    redis: Mapping[str, tuple[str, int] | None], postgres: Mapping[str, tuple[str, int]], holds: Mapping[str, object]
+) -> list[Difference]:
+    """Orders Postgres has whose Redis document is missing or at another (status, version).
+
+    ``redis`` maps each of the ``postgres`` ids to its Redis document's (status, version), None if
+    Redis has none. Orders pending payment on either side are compare_holds' business and skipped.
+    """
+    differences = []
+    for order_id in sorted(postgres):
+        in_redis, in_postgres = redis.get(order_id), postgres[order_id]
+        if in_postgres[0] == "pending_payment" or order_id in holds or in_redis == in_postgres:
+            continue
+        differences.append(
+            Difference(
+                "order",
+                order_id,
+                {"status": in_redis[0], "version": in_redis[1]} if in_redis else None,
+                {"status": in_postgres[0], "version": in_postgres[1]},
+            )
+        )
+    return differences
+
+
+async def orders_page(
+    connection: asyncpg.Connection, *, after_order_id: str, count_max: int
+) -> dict[str, tuple[str, int]]:
+    """(status, version) of up to count_max orders with ids above after_order_id, in id order."""
+    rows = await connection.fetch(
+        "SELECT order_id, status, version FROM orders WHERE order_id > $1 ORDER BY order_id LIMIT $2",
+        after_order_id,
+        count_max,
+    )
+    return {row["order_id"]: (row["status"], row["version"]) for row in rows}
+
+
 async def ledger_totals(connection: asyncpg.Connection) -> dict[tuple[str, str], Levels]:
     rows = await connection.fetch(
         "SELECT sku, warehouse_id, sum(available_delta) AS a, sum(reserved_delta) AS r,"
@@ -91,9 +129,12 @@ async def order_states(connection: asyncpg.Connection, order_ids: Sequence[str])
 
 
 async def write_compensations(
-    connection: asyncpg.Connection, differences: Sequence[Difference], now_ms: int
+    connection: asyncpg.Connection, differences: Sequence[Difference], now_ms: int, *, actor: str
 ) -> list[Difference]:
     """Movements that bring the ledger to the Redis counters, one per stock difference.
+
+    Each is a control-plane change of the ledger, so each gets an audit row (``stock.reconcile``:
+    the ledger's sums before, the Redis counters after), in the same transaction.
 
     Returns the differences that were compensated. A difference whose own deltas do not
     add up (available + reserved + committed != on hand) means the Redis counters are
@@ -112,10 +153,18 @@ async def write_compensations(
         rows.append((COMPENSATION_PARTITION, now_ms, 0, len(rows), sku, warehouse_id, abs(deltas[3]), *deltas))
         fixed.append(difference)
     if rows:
-        await connection.executemany(
-            "INSERT INTO stock_movements (partition, stream_ms, stream_seq, position, sku, warehouse_id, kind, qty,"
-            " available_delta, reserved_delta, committed_delta, on_hand_delta, reason, occurred_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, 'adjust', $7, $8, $9, $10, $11, 'reconcile', now())",
-            rows,
-        )
+        async with connection.transaction():
+            await connection.executemany(
+                "INSERT INTO stock_movements (partition, stream_ms, stream_seq, position, sku, warehouse_id, kind,"
+                " qty, available_delta, reserved_delta, committed_delta, on_hand_delta, reason, occurred_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, 'adjust', $7, $8, $9, $10, $11, 'reconcile', now())",
+                rows,
+            )
+            for difference in fixed:
+                sku, _, warehouse_id = difference.key.partition("/")
+                await record_direct_change(
+                    connection, actor=actor, action="stock.reconcile", target_type="stock", target_id=sku,
+                    warehouse_ids=[warehouse_id], reason="reconcile",
+                    before={warehouse_id: difference.postgres}, after={warehouse_id: difference.redis},
+                )  # fmt: skip
     return fixed

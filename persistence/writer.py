@@ -1,6 +1,6 @@
 """Stream entries to Postgres: one transaction per batch, multi-row statements, idempotent.
 
-Replaying any entry changes nothing: events and movements are keyed by their stream
+Replaying any entry changes nothing: events, movements and audit rows are keyed by their stream
 position, order rows only move forward in ``version``, configuration rows only move
 forward in stream position. A batch may hold entries in any order (claimed entries
 of a dead consumer arrive late), so every guard compares, never assumes.
@@ -18,19 +18,24 @@ import asyncpg
 import msgspec
 from msgspec.structs import asdict
 
+from persistence.audit import audit_rows, write_audit_rows
 from reservation.clock import moment_of
 from reservation.records import (
     CONFIG_EVENT_TYPES,
     ORDER_EVENT_KINDS,
+    ConfigAudit,
     CustomerBlock,
     DispatchPut,
     Movement,
     OrderRecord,
     SkuPut,
+    StockAudit,
     StockChange,
     WarehousePut,
+    config_audit_decoder,
     movements_decoder,
     order_record_decoder,
+    stock_audit_decoder,
     stock_change_decoder,
 )
 
@@ -49,6 +54,7 @@ class Event:
     order: OrderRecord | None
     movements: tuple[Movement, ...]
     data: msgspec.Struct | None
+    audit: ConfigAudit | StockAudit | None = None  # who changed it and what it replaced (control plane)
 
     @property
     def position(self) -> tuple[int, int]:
@@ -64,13 +70,16 @@ def decode_entry(partition: int, entry_id: str, fields: dict[bytes, bytes]) -> E
         order = order_record_decoder.decode(fields[b"o"])
         movements = movements_decoder.decode(fields[b"m"])
         return Event(partition, stream_ms, stream_seq, kind, occurred_ms, order, movements, None)
+    audit_field = fields.get(b"u")  # absent from events written before the audit log existed
     if kind == "stock_changed":
         change = stock_change_decoder.decode(fields[b"d"])
-        return Event(partition, stream_ms, stream_seq, kind, occurred_ms, None, change.movements, change)
+        stock_audit = stock_audit_decoder.decode(audit_field) if audit_field else None
+        return Event(partition, stream_ms, stream_seq, kind, occurred_ms, None, change.movements, change, stock_audit)
     struct_type = CONFIG_EVENT_TYPES.get(kind)
     assert struct_type is not None, f"unknown event kind {kind!r} at {entry_id}"
     data = msgspec.msgpack.decode(fields[b"d"], type=struct_type)
-    return Event(partition, stream_ms, stream_seq, kind, occurred_ms, None, (), data)
+    config_audit = config_audit_decoder.decode(audit_field) if audit_field else None
+    return Event(partition, stream_ms, stream_seq, kind, occurred_ms, None, (), data, config_audit)
 
 
 PERMANENT_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
@@ -280,6 +289,7 @@ async def write_events(connection: asyncpg.Connection, events: Sequence[Event]) 
         for event in config_events:
             statement, arguments = _config_statement(event)
             await connection.execute(statement, *arguments)
+        await write_audit_rows(connection, audit_rows(events))
 
 
 async def record_dead_letter(

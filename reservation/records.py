@@ -151,3 +151,36 @@ CONFIG_EVENT_TYPES: dict[str, type[msgspec.Struct]] = {
     "customer_blocked": CustomerBlock,
     "customer_unblocked": CustomerBlock,
 }
+
+
+class ConfigAudit(msgspec.Struct, array_like=True, frozen=True):
+    """Field ``u`` of a configuration event (config_put.lua): who changed it, and what the hash held."""
+
+    actor: str
+    operation: str
+    before: tuple[str, ...]  # field, value, field, value, ...
+
+    def before_fields(self) -> dict[str, str]:
+        return dict(zip(self.before[::2], self.before[1::2], strict=True))
+
+
+class LevelsBefore(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """The counters of one warehouse just before a stock change."""
+
+    warehouse_id: str
+    available: int
+    reserved: int
+    committed: int
+    on_hand: int
+
+
+class StockAudit(msgspec.Struct, array_like=True, frozen=True):
+    """Field ``u`` of a ``stock_changed`` event: who, which operation ("set", "delta", "transfer"), before."""
+
+    actor: str
+    operation: str
+    before: tuple[LevelsBefore, ...]
+
+
+config_audit_decoder = msgspec.msgpack.Decoder(ConfigAudit)
+stock_audit_decoder = msgspec.msgpack.Decoder(StockAudit)

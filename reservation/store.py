@@ -273,22 +273,23 @@ class RedisStore:
         expected_on_hand: int | None,
         reason: str,
         request_id: str,
+        actor: str,
         now_ms: int,
     ) -> tuple[StockCode, StockLevels]:
         keys = self.keys
         script_keys = [keys.stream, keys.stock(sku), keys.sku_config(sku), keys.warehouses, keys.sold_out]
         expected = "" if expected_on_hand is None else expected_on_hand
-        args = [now_ms, mode, sku, warehouse_id, value, expected, reason, request_id]
+        args = [now_ms, mode, sku, warehouse_id, value, expected, reason, request_id, actor]
         code, available, reserved, committed, on_hand = await self._call("stock_adjust", script_keys, args)
         return StockCode(code), StockLevels(available, reserved, committed, on_hand)
 
     async def transfer_stock(
-        self, *, sku: str, source: str, target: str, qty: int, request_id: str, now_ms: int
+        self, *, sku: str, source: str, target: str, qty: int, request_id: str, actor: str, now_ms: int
     ) -> tuple[TransferCode, int]:
         keys = self.keys
         script_keys = [keys.stream, keys.stock(sku), keys.sku_config(sku), keys.warehouses, keys.sold_out]
         code, available = await self._call(
-            "stock_transfer", script_keys, [now_ms, sku, source, target, qty, request_id]
+            "stock_transfer", script_keys, [now_ms, sku, source, target, qty, request_id, actor]
         )
         return TransferCode(code), int(available)
 
@@ -325,6 +326,22 @@ class RedisStore:
         async for _ in self.client.scan_iter(match=f"{self.keys.tag}:*", count=1000):
             return True
         return False
+
+    async def clear_partition(self, *, keep: Sequence[str], chunk_size: int = 1000) -> int:
+        """Delete every key of this partition but ``keep``; returns how many (recover --force, never hot path)."""
+        kept = set(keep)
+        deleted = 0
+        batch: list[str] = []
+        async for key in self.client.scan_iter(match=f"{self.keys.tag}:*", count=chunk_size):
+            name = key.decode()
+            if name not in kept:
+                batch.append(name)
+            if len(batch) >= chunk_size:
+                deleted += int(await self.client.delete(*batch))
+                batch = []
+        if batch:
+            deleted += int(await self.client.delete(*batch))
+        return deleted
 
     async def restore(
         self,
@@ -384,11 +401,14 @@ class RedisStore:
         pairs: Sequence[str | int],
         event_kind: str,
         event_data: msgspec.Struct,
+        actor: str,
         now_ms: int,
     ) -> None:
-        """Change a configuration hash and append its event, in one script call."""
+        """Change a configuration hash and append its event (with who and what it replaced), in one call."""
         data = msgspec.msgpack.encode(event_data)
-        await self._call("config_put", [self.keys.stream, hash_key], [now_ms, event_kind, data, operation, *pairs])
+        await self._call(
+            "config_put", [self.keys.stream, hash_key], [now_ms, event_kind, data, actor, operation, *pairs]
+        )
 
     async def hash_get(self, key: str, field: str) -> str | None:
         value = await self.client.hget(key, field)

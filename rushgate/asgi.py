@@ -9,6 +9,7 @@ from contextlib import AbstractAsyncContextManager
 from litestar import Litestar
 
 from intake.app import create_app
+from persistence.audit import AuditReader, audit_reader
 from persistence.clients import scopes_reader
 from persistence.database import readiness_check
 from rushgate.settings import load_settings, require_services
@@ -26,7 +27,10 @@ def create_app_from_environment() -> Litestar:
     ]:
         return scopes_reader(database_url)
 
-    return create_app(settings, database_check=database_check, client_source=client_source)
+    def audit_source() -> AbstractAsyncContextManager[AuditReader]:
+        return audit_reader(database_url)
+
+    return create_app(settings, database_check=database_check, client_source=client_source, audit_reader=audit_source)
 
 
 __all__ = ["create_app_from_environment"]

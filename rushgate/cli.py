@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import fcntl
+import getpass
 import json
 import logging
 import os
@@ -61,7 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     revoke = client_commands.add_parser("revoke", help="refuse a client's secret from now on (within 1 s)")
     revoke.add_argument("client_id")
     recover = commands.add_parser("recover", help="rebuild Redis from Postgres after Redis lost its data")
-    recover.add_argument("--force", action="store_true", help="write even though Redis still holds rushgate data")
+    recover.add_argument(
+        "--force",
+        action="store_true",
+        help="Redis still holds data (e.g. back from an AOF that missed its last writes): drain the stream,"
+        " then replace Redis's state with Postgres's",
+    )
     return parser
 
 
@@ -172,7 +178,7 @@ def run_reconcile(settings: Settings, *, as_json: bool, fix: bool) -> int:
     async def work() -> int:
         try:
             async with _store(settings) as store:
-                report = await reconcile(store, settings, fix=fix)
+                report = await reconcile(store, settings, fix=fix, actor=operator_actor())
         except NotDrained as error:
             print(f"rushgate reconcile: {error}", file=sys.stderr)
             return 3
@@ -188,6 +194,14 @@ def run_reconcile(settings: Settings, *, as_json: bool, fix: bool) -> int:
     return asyncio.run(work())
 
 
+def operator_actor() -> str:
+    """Who runs a command, for the audit log: the operating-system user ("cli:<user>")."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no name for this uid (e.g. in a bare container)
+        return f"cli:uid-{os.getuid()}"
+
+
 def run_clients(settings: Settings, arguments: argparse.Namespace) -> int:
     from persistence.clients import create_client, list_clients, revoke_client
     from persistence.database import connect as connect_database
@@ -196,15 +210,17 @@ def run_clients(settings: Settings, arguments: argparse.Namespace) -> int:
         raise SettingsError("DATABASE_URL must be set")
     database_url = settings.database_url
 
+    actor = operator_actor()
+
     async def work() -> int:
         connection = await connect_database(database_url)
         try:
             if arguments.clients_command == "create":
-                client_id, secret = await create_client(connection, arguments.name, tuple(arguments.scope))
+                client_id, secret = await create_client(connection, arguments.name, tuple(arguments.scope), actor=actor)
                 print(f"client {client_id} ({', '.join(sorted(set(arguments.scope)))})\nsecret (shown once): {secret}")
                 return 0
             if arguments.clients_command == "revoke":
-                if await revoke_client(connection, arguments.client_id):
+                if await revoke_client(connection, arguments.client_id, actor=actor):
                     print(f"revoked {arguments.client_id}")
                     return 0
                 print(f"rushgate clients: no active client {arguments.client_id}", file=sys.stderr)

@@ -6,14 +6,17 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from persistence.database import Connection
 from persistence.database import connect as connect_database
 from persistence.reconcile import (
     Difference,
     Levels,
     compare_holds,
+    compare_orders,
     compare_stock,
     ledger_totals,
     order_states,
+    orders_page,
     write_compensations,
 )
 from reservation.clock import wall_clock_ms
@@ -23,6 +26,7 @@ from rushgate.settings import Settings, require_services
 from rushgate.workers import Persister
 
 DRAIN_TIMEOUT_S = 60.0
+ORDERS_PAGE_SIZE = 1000
 
 
 class NotDrained(RuntimeError):
@@ -56,7 +60,7 @@ async def drain(store: RedisStore, settings: Settings, database_url: str) -> Non
         await store.delete_consumer_if_idle(PERSISTER_GROUP, persister.name)
 
 
-async def reconcile(store: RedisStore, settings: Settings, *, fix: bool) -> Report:
+async def reconcile(store: RedisStore, settings: Settings, *, fix: bool, actor: str = "system") -> Report:
     _, database_url = require_services(settings)
     await drain(store, settings, database_url)
     counters: dict[tuple[str, str], Levels] = {}
@@ -68,10 +72,28 @@ async def reconcile(store: RedisStore, settings: Settings, *, fix: bool) -> Repo
     try:
         differences = compare_stock(counters, await ledger_totals(connection))
         differences += compare_holds(holds, await order_states(connection, list(holds)))
-        fixed = await write_compensations(connection, differences, wall_clock_ms()) if fix else []
+        differences += await _order_differences(store, connection, holds)
+        fixed = await write_compensations(connection, differences, wall_clock_ms(), actor=actor) if fix else []
     finally:
         await connection.close()
     return Report(differences, fixed)
+
+
+async def _order_differences(
+    store: RedisStore, connection: Connection, holds: dict[str, tuple[str, int]]
+) -> list[Difference]:
+    """Every order Postgres has, page by page, against its Redis document (a lost paid or cancelled order)."""
+    differences: list[Difference] = []
+    last_order_id = ""
+    while page := await orders_page(connection, after_order_id=last_order_id, count_max=ORDERS_PAGE_SIZE):
+        documents = await store.get_orders(list(page))
+        in_redis = {
+            order_id: (document.status, document.version) if document is not None else None
+            for order_id, document in zip(page, documents, strict=True)
+        }
+        differences += compare_orders(in_redis, page, holds)
+        last_order_id = list(page)[-1]  # the database's order, whatever its collation
+    return differences
 
 
 def render_table(report: Report) -> str:

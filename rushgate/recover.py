@@ -9,6 +9,7 @@ from persistence.recovery import load_snapshot
 from reservation.clock import wall_clock_ms
 from reservation.keys import PERSISTER_GROUP
 from reservation.store import RedisStore
+from rushgate.reconcile import drain
 from rushgate.settings import Settings, require_services
 
 
@@ -26,10 +27,20 @@ class Recovered:
 
 
 async def recover(store: RedisStore, settings: Settings, *, force: bool) -> Recovered:
-    """Write back configuration, counters, orders, holds, purchase counters, idempotency and payments."""
+    """Write back configuration, counters, orders, holds, purchase counters, idempotency and payments.
+
+    Into a Redis that still holds data (``force``: it came back from an AOF that missed its last
+    writes), the stream is drained first, so Postgres has everything Redis knows, then the
+    partition's state is replaced, not merged: a key Postgres would not write (a purchase counter
+    of an order cancelled since, a deadline of an order paid since) must not survive. The event
+    stream, with the persister's group, and the outcome counters are kept.
+    """
     _, database_url = require_services(settings)
-    if not force and await store.holds_any_key():
-        raise RedisNotEmpty("Redis still holds rushgate data; use reconcile, or --force to overwrite it")
+    if await store.holds_any_key():
+        if not force:
+            raise RedisNotEmpty("Redis still holds rushgate data; use reconcile, or --force to overwrite it")
+        await drain(store, settings, database_url)
+        await store.clear_partition(keep=[store.keys.stream, store.keys.metrics])
     connection = await connect_database(database_url)
     try:
         snapshot = await load_snapshot(

@@ -97,6 +97,7 @@ def test_the_api_and_the_store_digest_secrets_alike() -> None:
         ("POST", "/v1/orders/o1/cancel", {"gateway", "admin"}),
         ("PUT", "/v1/skus/s1", {"admin"}),
         ("GET", "/v1/stock/s1", {"admin", "read"}),
+        ("GET", "/v1/audit", {"admin"}),
         ("POST", "/v1/payments/callbacks/acme", None),  # signed by the provider instead
         ("GET", "/healthz", None),
         ("GET", "/schema/openapi.json", None),

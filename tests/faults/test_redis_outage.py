@@ -82,8 +82,8 @@ async def test_no_acknowledged_order_is_lost_when_redis_is_killed_under_load(
 ) -> None:
     """SIGKILL kills the process, not the host: with either fsync policy the AOF keeps every write.
 
-    (What `everysec` may lose is the last second before a *host* crash; that cannot be
-    produced from inside one machine's test run, and `rushgate reconcile` reports it.)
+    (What `everysec` may lose is the last second before a *host* crash: test_redis_host_crash.py
+    emulates one by putting back the AOF as the last fsync left it.)
     """
     server = EmbeddedRedis(tmp_path / "redis", appendfsync=appendfsync).start()
     settings = make_settings(services, REDIS_URL=server.url, RUSHGATE_REDIS_TIMEOUT_MS="300")

@@ -9,7 +9,7 @@ import pytest
 
 from intake.schemas import PaymentIn
 from intake.service import CatalogService, OrderService
-from persistence.reconcile import compare_holds, compare_stock
+from persistence.reconcile import compare_holds, compare_orders, compare_stock
 from reservation.store import RedisStore
 from tests.conftest import Services
 from tests.processes import run_command
@@ -85,4 +85,15 @@ def test_hold_comparison_reports_holds_known_to_one_side_or_in_another_state() -
     assert [(item.key, item.redis, item.postgres) for item in differences] == [
         ("b", {"status": "pending_payment", "version": 1}, {"status": "cancelled", "version": 2}),
         ("c", None, {"status": "pending_payment", "version": 1}),
+    ]
+
+
+def test_order_comparison_reports_orders_redis_lost_or_holds_at_another_version_and_leaves_holds_alone() -> None:
+    postgres = {"a": ("paid", 2), "b": ("cancelled", 2), "c": ("paid", 2), "d": ("pending_payment", 1)}
+    postgres["e"] = ("paid", 2)
+    redis = {"a": ("paid", 2), "b": None, "c": ("pending_payment", 1), "d": None, "e": ("pending_payment", 1)}
+    differences = compare_orders(redis, postgres, holds={"e": ("pending_payment", 1)})
+    assert [(item.key, item.redis, item.postgres) for item in differences] == [
+        ("b", None, {"status": "cancelled", "version": 2}),
+        ("c", {"status": "pending_payment", "version": 1}, {"status": "paid", "version": 2}),
     ]
