@@ -23,6 +23,8 @@ from intake.controllers import (
     OrderController,
     PaymentCallbackController,
 )
+from intake.lifecycle import ShipmentController
+from intake.lifecycle_service import LifecycleService
 from intake.openapi import refine_openapi
 from intake.problems import EXCEPTION_HANDLERS
 from intake.service import CatalogService, Clock, OrderService
@@ -71,6 +73,7 @@ def create_app(
             orders = OrderService(store, settings, clock, sold_out)
             app.state.order_service = orders
             app.state.catalog_service = CatalogService(store, clock)
+            app.state.lifecycle_service = LifecycleService(store, settings, clock)
             try:
                 async with contextlib.AsyncExitStack() as stack:
                     check = await stack.enter_async_context(database_check()) if database_check else None
@@ -95,6 +98,7 @@ def create_app(
             CatalogController,
             MetricsController,
             HealthController,
+            ShipmentController,
         ],
         lifespan=[lifespan],
         middleware=[DefineMiddleware(BearerAuthMiddleware, registry=registry)],

@@ -25,8 +25,10 @@ from intake.schemas import (
     OrderIn,
     PaymentCallbackIn,
     PaymentIn,
+    ShipIn,
     SkuIn,
     StockSetIn,
+    TrackEventIn,
     TransferIn,
     WarehouseIn,
 )
@@ -44,6 +46,8 @@ BODIES: dict[str, type[msgspec.Struct]] = {
     "adjustStock": AdjustmentIn,
     "transferStock": TransferIn,
     "blockCustomer": BlockIn,
+    "shipShipment": ShipIn,
+    "trackShipment": TrackEventIn,
 }
 MSGPACK_OPERATIONS = frozenset({"createOrder", "createOrders"})
 REF_TEMPLATE = "#/components/schemas/{name}"

@@ -36,6 +36,9 @@ class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
     sku: str | None = None
     order_id: str | None = None
     current_on_hand: int | None = None
+    current_status: str | None = None
+    shipment_id: str | None = None
+    case_id: str | None = None
     errors: list[str] | None = None
 
 
@@ -96,11 +99,31 @@ class ShipmentItemOut(msgspec.Struct, frozen=True):
     qty: int
 
 
-class ShipmentOut(msgspec.Struct, frozen=True):
+class TrackEventOut(msgspec.Struct, frozen=True):
+    status: str
+    location: str
+    occurred_at: datetime
+    recorded_at: datetime
+
+
+class ShipmentOut(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A sub-order; status and the fields after it appear once it has shipped."""
+
     shipment_id: str
     warehouse_id: str
     merchant_id: str
     items: list[ShipmentItemOut]
+    status: Literal["pending", "shipped"] = "pending"
+    carrier: str | None = None
+    tracking_number: str | None = None
+    shipped_at: datetime | None = None
+    track: list[TrackEventOut] | None = None
+    exception: str | None = None  # the latest track event, when it is an exception (lost, delayed, ...)
+
+
+class LogisticsExceptionOut(msgspec.Struct, frozen=True):
+    shipment_id: str
+    status: str
 
 
 class PaymentOut(msgspec.Struct, frozen=True):
@@ -115,9 +138,12 @@ class RefundOut(msgspec.Struct, frozen=True):
     amount: int
 
 
+OrderStatusName = Literal["pending_payment", "paid", "shipped", "completed", "cancelled", "after_sales", "closed"]
+
+
 class OrderOut(msgspec.Struct, frozen=True, omit_defaults=True):
     order_id: str
-    status: Literal["pending_payment", "paid", "cancelled"]
+    status: OrderStatusName
     customer_id: str
     region: str
     order_type: str
@@ -130,6 +156,15 @@ class OrderOut(msgspec.Struct, frozen=True, omit_defaults=True):
     cancel_reason: Literal["customer", "merchant", "payment_timeout"] | None = None
     payment: PaymentOut | None = None
     refund: RefundOut | None = None
+    shipped_at: datetime | None = None
+    auto_confirm_at: datetime | None = None
+    completed_at: datetime | None = None
+    completion: Literal["customer", "auto"] | None = None
+    after_sales_until: datetime | None = None
+    after_sales_closed: bool = False
+    logistics_exceptions: list[LogisticsExceptionOut] | None = None
+    refunded_amount: int = 0
+    case_ids: list[str] | None = None
 
 
 class BatchResultOut(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -236,3 +271,21 @@ class BlockOut(msgspec.Struct, frozen=True):
 class HealthOut(msgspec.Struct, frozen=True):
     status: str
     checks: dict[str, str] = {}
+
+
+class ShipIn(RequestBody):
+    carrier: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    tracking_number: Annotated[str, msgspec.Meta(pattern=r"^[!-~]{1,64}$", description="1-64 printable ASCII")]
+
+
+class TrackEventIn(RequestBody):
+    status: Annotated[
+        str,
+        msgspec.Meta(
+            pattern=r"^[a-z][a-z_]{0,31}$",
+            description="carrier status, e.g. in_transit, out_for_delivery, delivered; exceptions: "
+            "lost, delayed, damaged, returned_to_sender",
+        ),
+    ]
+    location: Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
+    occurred_at: Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 with an offset")]

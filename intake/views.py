@@ -4,10 +4,63 @@ from __future__ import annotations
 
 from typing import Any
 
-from intake.schemas import OrderItemOut, OrderOut, PaymentOut, RefundOut, ShipmentItemOut, ShipmentOut
+from intake.schemas import (
+    LogisticsExceptionOut,
+    OrderItemOut,
+    OrderOut,
+    PaymentOut,
+    RefundOut,
+    ShipmentItemOut,
+    ShipmentOut,
+    TrackEventOut,
+)
 from intake.service import from_ms
 from reservation.outcomes import ReserveCode
-from reservation.records import OrderRecord
+from reservation.records import EXCEPTION_TRACK_STATUSES, OrderRecord, Shipment, ShipmentState
+
+
+def shipment_out(shipment: Shipment, state: ShipmentState | None) -> ShipmentOut:
+    items = [ShipmentItemOut(sku, qty) for sku, qty in shipment.items]
+    if state is None:
+        return ShipmentOut(shipment.shipment_id, shipment.warehouse_id, shipment.merchant_id, items)
+    latest = state.track[-1].status if state.track else None
+    return ShipmentOut(
+        shipment.shipment_id,
+        shipment.warehouse_id,
+        shipment.merchant_id,
+        items,
+        status="shipped",
+        carrier=state.carrier,
+        tracking_number=state.tracking_number,
+        shipped_at=from_ms(state.shipped_ms),
+        track=[
+            TrackEventOut(event.status, event.location, from_ms(event.occurred_ms), from_ms(event.recorded_ms))
+            for event in state.track
+        ],
+        exception=latest if latest in EXCEPTION_TRACK_STATUSES else None,
+    )
+
+
+def lifecycle_fields(order: OrderRecord) -> dict[str, Any]:
+    """The fields an order gains after payment (none for an order fresh from intake)."""
+    fields: dict[str, Any] = {}
+    if order.shipped_ms:
+        fields["shipped_at"] = from_ms(order.shipped_ms)
+    if order.confirm_due_ms and order.status == "shipped":
+        fields["auto_confirm_at"] = from_ms(order.confirm_due_ms)
+    if order.completed_ms:
+        fields["completed_at"] = from_ms(order.completed_ms)
+        fields["completion"] = order.completion
+        fields["after_sales_until"] = from_ms(order.after_sales_until_ms)
+        fields["after_sales_closed"] = order.after_sales_closed
+    exceptions = order.logistics_exceptions()
+    if exceptions:
+        fields["logistics_exceptions"] = [LogisticsExceptionOut(key, value) for key, value in exceptions.items()]
+    if order.refunded_amount:
+        fields["refunded_amount"] = order.refunded_amount
+    if order.case_ids:
+        fields["case_ids"] = list(order.case_ids)
+    return fields
 
 
 def order_out(order: OrderRecord) -> OrderOut:
@@ -23,20 +76,13 @@ def order_out(order: OrderRecord) -> OrderOut:
         total=order.total,
         currency=order.currency,
         items=[OrderItemOut(sku, qty, unit_price) for sku, (qty, unit_price) in order.quantities().items()],
-        shipments=[
-            ShipmentOut(
-                shipment.shipment_id,
-                shipment.warehouse_id,
-                shipment.merchant_id,
-                [ShipmentItemOut(sku, qty) for sku, qty in shipment.items],
-            )
-            for shipment in order.shipments()
-        ],
+        shipments=[shipment_out(shipment, order.shipped(shipment.shipment_id)) for shipment in order.shipments()],
         cancel_reason=order.cancel_reason or None,  # type: ignore[arg-type]
         payment=PaymentOut(order.payment_id, order.paid_amount, order.payment_method, from_ms(order.paid_ms))
         if order.payment_id
         else None,
         refund=RefundOut("refund_pending", order.refund_amount) if order.refund_status else None,
+        **(lifecycle_fields(order) if order.shipment_states or order.refunded_amount or order.case_ids else {}),
     )
 
 

@@ -16,7 +16,7 @@ import msgspec
 
 from persistence.reconcile import Levels, ledger_totals
 from reservation.clock import milliseconds_of
-from reservation.records import OrderLine, OrderRecord
+from reservation.records import OrderLine, OrderRecord, ShipmentState, TrackEvent
 
 
 @dataclass
@@ -75,6 +75,7 @@ async def _load_orders(
         number = int(row["shipment_id"].rsplit("-", 1)[1])
         line = OrderLine(row["sku"], row["warehouse_id"], row["qty"], row["unit_price"], row["merchant_id"])
         lines[row["order_id"]].append((number, line))
+    states = await _load_shipment_states(connection)
     bought: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for row in await connection.fetch("SELECT * FROM orders ORDER BY created_at"):
         order_lines = tuple(line for _, line in sorted(lines[row["order_id"]], key=lambda item: item[0]))
@@ -100,19 +101,52 @@ async def _load_orders(
             updated_ms=_ms(row["updated_at"]),
             idempotency_key=row["idempotency_key"],
             fingerprint=row["fingerprint"] or "",
+            shipment_states=tuple(states.get(row["order_id"], ())),
+            previous_status=row["previous_status"] or "",
+            shipped_ms=_ms(row["shipped_at"]),
+            confirm_due_ms=_ms(row["confirm_due_at"]),
+            completed_ms=_ms(row["completed_at"]),
+            completion=row["completion"] or "",
+            after_sales_until_ms=_ms(row["after_sales_until"]),
+            after_sales_closed=row["after_sales_closed"],
+            refunded_amount=row["refunded_amount"],
         )
         snapshot.orders.append(order)
-        if order.status in ("pending_payment", "paid"):
+        # Units count against the purchase limit from intake until the order is cancelled.
+        if order.status != "cancelled" and not order.cancel_reason:
             for line in order.lines:
                 bought[order.customer_id][line.sku] += line.qty
         if order.payment_id:
             snapshot.payments[order.payment_id] = (order.order_id, order.paid_amount)
         left_ms = order.created_ms + idempotency_ttl_ms - now_ms
         if left_ms > 0 and order.fingerprint:
+            accepted = OrderRecord(*msgspec.structs.astuple(order)[:21])  # the document as reserve.lua wrote it
             accepted = msgspec.structs.replace(
-                order, status="pending_payment", cancel_reason="", payment_id="", paid_amount=0,
+                accepted, status="pending_payment", cancel_reason="", payment_id="", paid_amount=0,
                 payment_method="", paid_ms=0, refund_status="", refund_amount=0, version=1,
                 updated_ms=order.created_ms,
             )  # fmt: skip
             snapshot.idempotency.append((order.idempotency_key, accepted, left_ms))
     snapshot.bought = {customer: dict(skus) for customer, skus in bought.items()}
+
+
+async def _load_shipment_states(connection: asyncpg.Connection) -> dict[str, list[ShipmentState]]:
+    """Per order, its shipped shipments in the order they shipped, each with its track."""
+    tracks: dict[str, list[TrackEvent]] = defaultdict(list)
+    for row in await connection.fetch(
+        "SELECT shipment_id, status, location, occurred_at, recorded_at FROM shipment_events"
+        " ORDER BY shipment_id, position"
+    ):
+        event = TrackEvent(row["status"], row["location"], _ms(row["occurred_at"]), _ms(row["recorded_at"]))
+        tracks[row["shipment_id"]].append(event)
+    states: dict[str, list[ShipmentState]] = defaultdict(list)
+    for row in await connection.fetch(
+        "SELECT shipment_id, order_id, carrier, tracking_number, shipped_at FROM shipments"
+        " WHERE status = 'shipped' ORDER BY shipped_at, shipment_id"
+    ):
+        state = ShipmentState(
+            row["shipment_id"], row["carrier"], row["tracking_number"], _ms(row["shipped_at"]),
+            tuple(tracks[row["shipment_id"]]),
+        )  # fmt: skip
+        states[row["order_id"]].append(state)
+    return states

@@ -110,23 +110,43 @@ ON CONFLICT DO NOTHING
 _UPSERT_ORDERS = """
 INSERT INTO orders (order_id, customer_id, region, order_type, status, cancel_reason, total, currency,
                     created_at, expires_at, payment_id, paid_amount, payment_method, paid_at,
-                    refund_status, refund_amount, idempotency_key, version, updated_at, fingerprint)
+                    refund_status, refund_amount, idempotency_key, version, updated_at, fingerprint,
+                    shipped_at, confirm_due_at, completed_at, completion, after_sales_until, after_sales_closed,
+                    previous_status, refunded_amount, logistics_exceptions)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
                      $8::text[], $9::timestamptz[], $10::timestamptz[], $11::text[], $12::bigint[], $13::text[],
                      $14::timestamptz[], $15::text[], $16::bigint[], $17::text[], $18::integer[],
-                     $19::timestamptz[], $20::text[])
+                     $19::timestamptz[], $20::text[], $21::timestamptz[], $22::timestamptz[], $23::timestamptz[],
+                     $24::text[], $25::timestamptz[], $26::boolean[], $27::text[], $28::bigint[], $29::jsonb[])
 ON CONFLICT (order_id) DO UPDATE SET
     status = excluded.status, cancel_reason = excluded.cancel_reason, expires_at = excluded.expires_at,
     payment_id = excluded.payment_id, paid_amount = excluded.paid_amount,
     payment_method = excluded.payment_method, paid_at = excluded.paid_at,
     refund_status = excluded.refund_status, refund_amount = excluded.refund_amount,
-    version = excluded.version, updated_at = excluded.updated_at
+    version = excluded.version, updated_at = excluded.updated_at,
+    shipped_at = excluded.shipped_at, confirm_due_at = excluded.confirm_due_at,
+    completed_at = excluded.completed_at, completion = excluded.completion,
+    after_sales_until = excluded.after_sales_until, after_sales_closed = excluded.after_sales_closed,
+    previous_status = excluded.previous_status, refunded_amount = excluded.refunded_amount,
+    logistics_exceptions = excluded.logistics_exceptions
 WHERE orders.version < excluded.version
 """
 
-_INSERT_SHIPMENTS = """
-INSERT INTO shipments (shipment_id, order_id, warehouse_id, merchant_id)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+_UPSERT_SHIPMENTS = """
+INSERT INTO shipments (shipment_id, order_id, warehouse_id, merchant_id, status, carrier, tracking_number,
+                       shipped_at, order_version)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                     $8::timestamptz[], $9::integer[])
+ON CONFLICT (shipment_id) DO UPDATE SET
+    status = excluded.status, carrier = excluded.carrier, tracking_number = excluded.tracking_number,
+    shipped_at = excluded.shipped_at, order_version = excluded.order_version
+WHERE shipments.order_version < excluded.order_version
+"""
+
+_INSERT_SHIPMENT_EVENTS = """
+INSERT INTO shipment_events (shipment_id, position, order_id, status, location, occurred_at, recorded_at)
+SELECT * FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+                     $7::timestamptz[])
 ON CONFLICT DO NOTHING
 """
 
@@ -203,7 +223,10 @@ def _order_row(order: OrderRecord) -> tuple[Any, ...]:
         moment_of(order.expires_ms), order.payment_id or None, order.paid_amount if order.payment_id else None,
         order.payment_method or None, _optional_moment(order.paid_ms), order.refund_status or None,
         order.refund_amount if order.refund_status else None, order.idempotency_key, order.version,
-        moment_of(order.updated_ms), order.fingerprint or None,
+        moment_of(order.updated_ms), order.fingerprint or None, _optional_moment(order.shipped_ms),
+        _optional_moment(order.confirm_due_ms), _optional_moment(order.completed_ms), order.completion or None,
+        _optional_moment(order.after_sales_until_ms), order.after_sales_closed, order.previous_status or None,
+        order.refunded_amount, _json.encode(order.logistics_exceptions()).decode() if order.shipment_states else None,
     )  # fmt: skip
 
 
@@ -251,9 +274,21 @@ async def write_events(connection: asyncpg.Connection, events: Sequence[Event]) 
             )  # fmt: skip
     shipment_rows = []
     item_rows = []
+    track_rows = []
     for order in latest_orders.values():
         for shipment in order.shipments():
-            shipment_rows.append((shipment.shipment_id, order.order_id, shipment.warehouse_id, shipment.merchant_id))
+            state = order.shipped(shipment.shipment_id)
+            shipment_rows.append(
+                (shipment.shipment_id, order.order_id, shipment.warehouse_id, shipment.merchant_id,
+                 "shipped" if state else "pending", state.carrier if state else None,
+                 state.tracking_number if state else None, moment_of(state.shipped_ms) if state else None,
+                 order.version)
+            )  # fmt: skip
+            for position, track_event in enumerate(state.track if state else ()):
+                track_rows.append(
+                    (shipment.shipment_id, position, order.order_id, track_event.status, track_event.location,
+                     moment_of(track_event.occurred_ms), moment_of(track_event.recorded_ms))
+                )  # fmt: skip
             for line in order.lines:
                 if (line.merchant_id, line.warehouse_id) == (shipment.merchant_id, shipment.warehouse_id):
                     item_rows.append(
@@ -265,9 +300,11 @@ async def write_events(connection: asyncpg.Connection, events: Sequence[Event]) 
     async with connection.transaction():
         await connection.execute(_INSERT_EVENTS, *_columns(event_rows, 7))
         if latest_orders:
-            await connection.execute(_UPSERT_ORDERS, *_columns([_order_row(o) for o in latest_orders.values()], 20))
-            await connection.execute(_INSERT_SHIPMENTS, *_columns(shipment_rows, 4))
+            await connection.execute(_UPSERT_ORDERS, *_columns([_order_row(o) for o in latest_orders.values()], 29))
+            await connection.execute(_UPSERT_SHIPMENTS, *_columns(shipment_rows, 9))
             await connection.execute(_INSERT_ITEMS, *_columns(item_rows, 7))
+            if track_rows:
+                await connection.execute(_INSERT_SHIPMENT_EVENTS, *_columns(track_rows, 7))
         if movement_rows:
             await connection.execute(_INSERT_MOVEMENTS, *_columns(movement_rows, 16))
         for event in config_events:

@@ -29,6 +29,29 @@ class Shipment(msgspec.Struct, frozen=True):
     items: tuple[tuple[str, int], ...]
 
 
+class TrackEvent(msgspec.Struct, array_like=True, frozen=True):
+    """One logistics event of a shipment, as the carrier reported it."""
+
+    status: str
+    location: str
+    occurred_ms: int
+    recorded_ms: int
+
+
+class ShipmentState(msgspec.Struct, array_like=True, frozen=True):
+    """A shipment that left its warehouse, with its logistics track (oldest first)."""
+
+    shipment_id: str
+    carrier: str
+    tracking_number: str
+    shipped_ms: int
+    track: tuple[TrackEvent, ...] = ()
+
+
+EXCEPTION_TRACK_STATUSES = frozenset({"lost", "delayed", "damaged", "returned_to_sender"})
+"""Logistics statuses that need someone's attention; the latest one of a shipment is shown on the order."""
+
+
 class OrderRecord(msgspec.Struct, array_like=True, frozen=True):
     """The order document kept in Redis under the order key and carried by events."""
 
@@ -53,6 +76,18 @@ class OrderRecord(msgspec.Struct, array_like=True, frozen=True):
     updated_ms: int
     idempotency_key: str
     fingerprint: str = ""  # identity of the request body; "" in documents written before it was kept
+    # The lifecycle after payment (issue 4). Documents written by reserve.lua stop at fingerprint;
+    # every later script fills these in (see lua/ship.lua for the layout).
+    shipment_states: tuple[ShipmentState, ...] = ()
+    previous_status: str = ""  # the status before the open after-sales case
+    shipped_ms: int = 0  # when the last shipment left
+    confirm_due_ms: int = 0  # automatic confirmation of receipt, once shipped
+    completed_ms: int = 0
+    completion: str = ""  # "customer" | "auto"
+    after_sales_until_ms: int = 0  # end of the after-sales window, once completed
+    after_sales_closed: bool = False
+    refunded_amount: int = 0  # refunds recorded by after-sales cases, never above paid_amount
+    case_ids: tuple[str, ...] = ()
 
     @property
     def skus(self) -> list[str]:
@@ -70,6 +105,17 @@ class OrderRecord(msgspec.Struct, array_like=True, frozen=True):
             Shipment(f"{self.order_id}-{number}", warehouse_id, merchant_id, tuple(items))
             for number, ((merchant_id, warehouse_id), items) in enumerate(groups.items(), start=1)
         ]
+
+    def shipped(self, shipment_id: str) -> ShipmentState | None:
+        return next((state for state in self.shipment_states if state.shipment_id == shipment_id), None)
+
+    def logistics_exceptions(self) -> dict[str, str]:
+        """Shipment id -> exception status, for shipments whose latest event is an exception."""
+        return {
+            state.shipment_id: state.track[-1].status
+            for state in self.shipment_states
+            if state.track and state.track[-1].status in EXCEPTION_TRACK_STATUSES
+        }
 
     def quantities(self) -> dict[str, tuple[int, int]]:
         """Per SKU, in order of appearance: (qty over all warehouses, unit price)."""
@@ -101,7 +147,12 @@ class StockChange(msgspec.Struct, array_like=True, frozen=True):
     movements: tuple[Movement, ...]
 
 
-ORDER_EVENT_KINDS = frozenset({"order_created", "order_paid", "order_cancelled", "order_refund_pending"})
+ORDER_EVENT_KINDS = frozenset(
+    {
+        "order_created", "order_paid", "order_cancelled", "order_refund_pending",
+        "shipment_shipped", "shipment_tracked", "order_completed", "order_after_sales_closed",
+    }
+)  # fmt: skip
 
 order_record_decoder = msgspec.msgpack.Decoder(OrderRecord)
 movements_decoder = msgspec.msgpack.Decoder(tuple[Movement, ...])

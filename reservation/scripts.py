@@ -18,6 +18,10 @@ SCRIPT_NAMES = (
     "stock_transfer",
     "config_put",
     "keys_exist",
+    "ship",
+    "track",
+    "confirm",
+    "window_close",
 )
 
 

@@ -16,7 +16,17 @@ import redis.asyncio as redis_asyncio
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from reservation.keys import KeyTable, PartitionKeys
-from reservation.outcomes import CancelCode, PayCode, ReserveCode, StockCode, TransferCode
+from reservation.outcomes import (
+    CancelCode,
+    ConfirmCode,
+    PayCode,
+    ReserveCode,
+    ShipCode,
+    StockCode,
+    TrackCode,
+    TransferCode,
+    WindowCode,
+)
 from reservation.records import OrderRecord, order_record_decoder
 from reservation.scripts import Script, read_scripts
 
@@ -61,7 +71,7 @@ class ReserveResult:
 class OrderChange:
     """Outcome of a cancel or payment: its code and the order as it is now."""
 
-    code: CancelCode | PayCode
+    code: CancelCode | PayCode | ShipCode | TrackCode | ConfirmCode | WindowCode
     order: OrderRecord | None
 
 
@@ -254,6 +264,58 @@ class RedisStore:
     async def expiry_backlog(self) -> int:
         return int(await self.client.zcard(self.keys.expiry))
 
+    # -- lifecycle after payment (shipments, receipt, after-sales window) ----------
+
+    async def ship(
+        self, order: OrderRecord, *, shipment_id: str, carrier: str, tracking_number: str, auto_confirm_ms: int,
+        now_ms: int,
+    ) -> OrderChange:  # fmt: skip
+        """Ship one shipment of an order read earlier (its SKU set never changes after intake)."""
+        keys = self.keys
+        skus = order.skus
+        script_keys = [keys.stream, keys.confirm_due, keys.order(order.order_id), *[keys.stock(sku) for sku in skus]]
+        args = [now_ms, order.order_id, shipment_id, carrier, tracking_number, auto_confirm_ms, len(skus), *skus]
+        code, packed = await self._call("ship", script_keys, args)
+        return OrderChange(ShipCode(code), _decode_order(packed))
+
+    async def track(
+        self, order_id: str, *, shipment_id: str, status: str, location: str, occurred_ms: int,
+        track_length_max: int, now_ms: int,
+    ) -> OrderChange:  # fmt: skip
+        script_keys = [self.keys.stream, self.keys.order(order_id)]
+        args = [now_ms, order_id, shipment_id, status, location, occurred_ms, track_length_max]
+        code, packed = await self._call("track", script_keys, args)
+        return OrderChange(TrackCode(code), _decode_order(packed))
+
+    async def confirm(
+        self, order_ids: Sequence[str], *, window_ms: int, now_ms: int, due_only: bool
+    ) -> list[OrderChange]:
+        """Confirm receipt of shipped orders (due_only: those whose automatic confirmation is due)."""
+        keys = self.keys
+        table = KeyTable([keys.stream, keys.confirm_due, keys.window_due])
+        args: list[Any] = [now_ms, window_ms, len(order_ids)]
+        for order_id in order_ids:
+            args += [table.index(keys.order(order_id)), order_id, "1" if due_only else "0"]
+        replies = await self._call("confirm", table.keys, args)
+        assert len(replies) == len(order_ids), "confirm.lua must answer once per order"
+        return [OrderChange(ConfirmCode(code), _decode_order(packed)) for code, packed in replies]
+
+    async def close_windows(self, order_ids: Sequence[str], *, now_ms: int) -> list[OrderChange]:
+        """Close the after-sales window of completed orders whose window-due score has passed."""
+        keys = self.keys
+        table = KeyTable([keys.stream, keys.window_due])
+        args: list[Any] = [now_ms, len(order_ids)]
+        for order_id in order_ids:
+            args += [table.index(keys.order(order_id)), order_id]
+        replies = await self._call("window_close", table.keys, args)
+        assert len(replies) == len(order_ids), "window_close.lua must answer once per order"
+        return [OrderChange(WindowCode(code), _decode_order(packed)) for code, packed in replies]
+
+    async def due_members(self, key: str, *, now_ms: int, count_max: int) -> list[str]:
+        """Members of a deadline set scored <= now_ms, earliest first, at most count_max."""
+        members = await self.client.zrangebyscore(key, "-inf", now_ms, start=0, num=count_max)
+        return [member.decode() for member in members]
+
     # -- stock and configuration --------------------------------------------
 
     async def adjust_stock(
@@ -348,6 +410,10 @@ class RedisStore:
             commands.append(("set", keys.order(order.order_id), msgspec.msgpack.encode(order)))
             if order.status == "pending_payment":
                 commands.append(("zadd", keys.expiry, {order.order_id: order.expires_ms}))
+            elif order.status == "shipped":
+                commands.append(("zadd", keys.confirm_due, {order.order_id: order.confirm_due_ms}))
+            elif order.status == "completed" and not order.after_sales_closed:
+                commands.append(("zadd", keys.window_due, {order.order_id: order.after_sales_until_ms}))
         commands += [("hset", keys.customer_counters(customer), counts) for customer, counts in bought.items()]
         for idempotency_key, accepted, left_ms in idempotency:
             record = {"order_id": accepted.order_id, "fingerprint": accepted.fingerprint}

@@ -149,7 +149,7 @@ def test_an_order_record_is_an_array_in_the_field_order_the_scripts_use() -> Non
     assert packed == [
         order.order_id, "pending_payment", "customer-1", "eu-west", "flash", CREATED_MS, CREATED_MS + 1_800_000,
         3000, "EUR", [["sku-a", "wh-1", 3, 1000, "merchant-1"]], "", "pay-1", 0, "", 0, "", 0, 7, CREATED_MS, "key-1",
-        "",
+        "", [], "", 0, 0, 0, "", 0, False, 0, [],
     ]  # fmt: skip
 
 
@@ -157,13 +157,21 @@ def test_the_decoder_refuses_a_document_with_a_missing_field() -> None:
     packed = msgspec.msgpack.decode(msgspec.msgpack.encode(make_order()))
 
     with pytest.raises(msgspec.ValidationError):
-        order_record_decoder.decode(msgspec.msgpack.encode(packed[:-2]))
+        order_record_decoder.decode(msgspec.msgpack.encode(packed[:19]))
 
 
 def test_a_document_written_before_fingerprints_were_kept_still_decodes() -> None:
     packed = msgspec.msgpack.decode(msgspec.msgpack.encode(make_order()))
 
-    assert order_record_decoder.decode(msgspec.msgpack.encode(packed[:-1])).fingerprint == ""
+    assert order_record_decoder.decode(msgspec.msgpack.encode(packed[:20])).fingerprint == ""
+
+
+def test_a_document_as_reserve_lua_writes_it_decodes_with_an_empty_lifecycle() -> None:
+    order = make_order()
+    packed = msgspec.msgpack.decode(msgspec.msgpack.encode(order))
+
+    assert order_record_decoder.decode(msgspec.msgpack.encode(packed[:21])) == order
+    assert order.shipment_states == () and order.case_ids == () and not order.after_sales_closed
 
 
 # --- intake.views.order_out -------------------------------------------------------------------
