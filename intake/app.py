@@ -23,8 +23,8 @@ from intake.controllers import (
     OrderController,
     PaymentCallbackController,
 )
-from intake.lifecycle import ShipmentController
-from intake.lifecycle_service import LifecycleService
+from intake.lifecycle import CaseController, OrderCasesController, ShipmentController
+from intake.lifecycle_service import AfterSalesService, LifecycleService
 from intake.openapi import refine_openapi
 from intake.problems import EXCEPTION_HANDLERS
 from intake.service import CatalogService, Clock, OrderService
@@ -74,6 +74,7 @@ def create_app(
             app.state.order_service = orders
             app.state.catalog_service = CatalogService(store, clock)
             app.state.lifecycle_service = LifecycleService(store, settings, clock)
+            app.state.after_sales_service = AfterSalesService(store, clock)
             try:
                 async with contextlib.AsyncExitStack() as stack:
                     check = await stack.enter_async_context(database_check()) if database_check else None
@@ -99,6 +100,8 @@ def create_app(
             MetricsController,
             HealthController,
             ShipmentController,
+            OrderCasesController,
+            CaseController,
         ],
         lifespan=[lifespan],
         middleware=[DefineMiddleware(BearerAuthMiddleware, registry=registry)],

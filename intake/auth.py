@@ -40,6 +40,8 @@ def required_scopes(method: str, path: str) -> frozenset[str] | None:
         if path.endswith("/payment"):
             return frozenset({"payments", "gateway", "admin"})
         return frozenset({"gateway", "admin"})
+    if path.startswith("/v1/after-sales/") and method in ("GET", "HEAD"):
+        return frozenset({"gateway", "read", "admin"})  # a storefront shows its customer the case
     if path.startswith("/v1/"):
         if method in ("GET", "HEAD"):
             return frozenset({"admin", "read"})

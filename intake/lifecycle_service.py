@@ -1,4 +1,4 @@
-"""Service layer of the order lifecycle after payment: shipments, logistics, receipt.
+"""Service layer of the order lifecycle after payment: shipments, logistics, receipt, after-sales.
 
 Each use case is one script call; the script decides against the order as it is in
 Redis. When it refuses a transition, the pure state machine (orders/states.py) names
@@ -8,13 +8,13 @@ the refusal, so every ``409 invalid-transition`` says the order's current status
 from __future__ import annotations
 
 from intake.problems import ProblemError, invalid_transition
-from intake.schemas import ShipIn, TrackEventIn
+from intake.schemas import CaseIn, ReturnIn, ReviewIn, ShipIn, TrackEventIn
 from intake.service import Clock, to_ms
 from orders.states import InvalidTransition, OrderEvent, OrderStatus
 from reservation.clock import wall_clock_ms
-from reservation.outcomes import ConfirmCode, ShipCode, TrackCode
-from reservation.records import OrderRecord
-from reservation.store import OrderChange, RedisStore
+from reservation.outcomes import CaseCode, CaseOpenCode, ConfirmCode, ShipCode, TrackCode
+from reservation.records import CaseRecord, OrderRecord
+from reservation.store import CaseChange, OrderChange, RedisStore
 from rushgate.settings import Settings
 
 
@@ -104,3 +104,108 @@ class LifecycleService:
         if change.code is ConfirmCode.NOT_SHIPPED:
             raise refused(current, OrderEvent.CONFIRM_RECEIPT)
         return current
+
+
+CASE_OPEN_ATTEMPTS_MAX = 3  # concurrent openings on one order race for the next case id; the loser retries
+
+
+def _case_not_found(case_id: str) -> ProblemError:
+    return ProblemError(404, "not-found", f"no after-sales case {case_id}", case_id=case_id)
+
+
+class AfterSalesService:
+    """After-sales cases: opened by the customer, reviewed and settled by the merchant."""
+
+    def __init__(self, store: RedisStore, clock: Clock = wall_clock_ms) -> None:
+        self.store = store
+        self.clock = clock
+
+    async def open(self, order_id: str, body: CaseIn) -> tuple[CaseRecord, OrderRecord]:
+        skus = [item.sku for item in body.items]
+        if len(set(skus)) != len(skus):
+            raise ProblemError(422, "invalid-request", "each sku may appear once per case; add the quantities")
+        for _ in range(CASE_OPEN_ATTEMPTS_MAX):
+            order = await self.store.get_order(order_id)
+            if order is None:
+                raise _not_found(order_id)
+            change = await self.store.open_case(
+                order,
+                case_id=f"{order_id}-r{len(order.case_ids) + 1}",
+                kind=body.kind,
+                reason=body.reason,
+                items=[(item.sku, item.qty) for item in body.items],
+                now_ms=self.clock(),
+            )
+            if change.code is not CaseOpenCode.CASE_ID_TAKEN:
+                return self._opened(change, order_id)
+        raise ProblemError(409, "invalid-transition", "another case was opened on this order at the same time")
+
+    def _opened(self, change: CaseChange, order_id: str) -> tuple[CaseRecord, OrderRecord]:
+        code, order = change.code, change.order
+        if code is CaseOpenCode.NOT_FOUND or order is None:
+            raise _not_found(order_id)
+        if code is CaseOpenCode.NOT_ALLOWED:
+            if order.status == "paid":
+                raise ProblemError(
+                    409, "invalid-transition", "before shipment only a refund_only case may be opened",
+                    current_status=order.status, order_id=order_id,
+                )  # fmt: skip
+            raise refused(order, OrderEvent.OPEN_AFTER_SALES)
+        if code is CaseOpenCode.ITEMS_INVALID:
+            detail = "items must name the order's SKUs, within the units not refunded yet"
+            if order.status == "paid":
+                detail = "before shipment a refund covers the whole order"
+            raise ProblemError(422, "invalid-request", detail, order_id=order_id)
+        if code is CaseOpenCode.WINDOW_CLOSED:
+            raise ProblemError(409, "after-sales-window-closed", None, order_id=order_id, current_status=order.status)
+        if code is CaseOpenCode.NOTHING_TO_REFUND:
+            raise ProblemError(409, "nothing-to-refund", None, order_id=order_id)
+        assert change.case is not None, "an opened case has a document"
+        return change.case, order
+
+    async def get(self, case_id: str) -> CaseRecord:
+        (case,) = await self.store.get_cases([case_id])
+        if case is None:
+            raise _case_not_found(case_id)
+        return case
+
+    async def of_order(self, order_id: str) -> list[CaseRecord]:
+        order = await self.store.get_order(order_id)
+        if order is None:
+            raise _not_found(order_id)
+        return [case for case in await self.store.get_cases(list(order.case_ids)) if case is not None]
+
+    def _settled(self, change: CaseChange, case_id: str, step: str) -> CaseRecord:
+        if change.code is CaseCode.NOT_FOUND or change.case is None:
+            raise _case_not_found(case_id)
+        if change.code is CaseCode.NOT_ALLOWED:
+            raise ProblemError(
+                409, "invalid-transition", f"a case that is {change.case.status} cannot {step}",
+                current_status=change.case.status, case_id=case_id,
+            )  # fmt: skip
+        if change.code is CaseCode.UNKNOWN_WAREHOUSE:
+            raise ProblemError(422, "invalid-request", "unknown warehouse", case_id=case_id)
+        return change.case
+
+    async def review(self, case_id: str, decision: str, body: ReviewIn) -> CaseRecord:
+        case = await self.get(case_id)
+        change = await self.store.review_case(case, decision=decision, note=body.note, now_ms=self.clock())
+        return self._settled(change, case_id, decision)
+
+    async def receive_return(self, case_id: str, body: ReturnIn) -> CaseRecord:
+        case = await self.get(case_id)
+        change = await self.store.receive_return(
+            case, warehouse_id=body.warehouse_id, damaged=body.damaged, now_ms=self.clock()
+        )
+        return self._settled(change, case_id, "receive a return")
+
+    async def refund(self, case_id: str) -> CaseRecord:
+        case = await self.get(case_id)
+        return self._settled(await self.store.refund_case(case, now_ms=self.clock()), case_id, "refund")
+
+    async def ship_exchange(self, case_id: str, body: ShipIn) -> CaseRecord:
+        case = await self.get(case_id)
+        change = await self.store.ship_exchange(
+            case, carrier=body.carrier, tracking_number=body.tracking_number, now_ms=self.clock()
+        )
+        return self._settled(change, case_id, "ship an exchange")

@@ -21,10 +21,13 @@ from intake.schemas import (
     BatchIn,
     BlockIn,
     CancelIn,
+    CaseIn,
     DispatchIn,
     OrderIn,
     PaymentCallbackIn,
     PaymentIn,
+    ReturnIn,
+    ReviewIn,
     ShipIn,
     SkuIn,
     StockSetIn,
@@ -48,7 +51,13 @@ BODIES: dict[str, type[msgspec.Struct]] = {
     "blockCustomer": BlockIn,
     "shipShipment": ShipIn,
     "trackShipment": TrackEventIn,
+    "openCase": CaseIn,
+    "approveCase": ReviewIn,
+    "rejectCase": ReviewIn,
+    "receiveReturn": ReturnIn,
+    "shipExchange": ShipIn,
 }
+OPTIONAL_BODIES = frozenset({"cancelOrder", "approveCase", "rejectCase"})
 MSGPACK_OPERATIONS = frozenset({"createOrder", "createOrders"})
 REF_TEMPLATE = "#/components/schemas/{name}"
 
@@ -70,5 +79,5 @@ def refine_openapi(app: Litestar) -> None:
             content = {"application/json": {"schema": reference}}
             if operation["operationId"] in MSGPACK_OPERATIONS:
                 content[MSGPACK_MEDIA_TYPE] = {"schema": reference}
-            required = operation["operationId"] != "cancelOrder"
+            required = operation["operationId"] not in OPTIONAL_BODIES
             operation["requestBody"] = {"content": content, "required": required}

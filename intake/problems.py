@@ -44,6 +44,8 @@ TITLES = {
     "refund-pending": "The order was cancelled; the payment is recorded for refund",
     "invalid-transition": "The order cannot do that in its current status",
     "track-full": "The shipment's logistics track holds as many events as it may",
+    "after-sales-window-closed": "The after-sales window of this order has closed",
+    "nothing-to-refund": "Everything paid for this order was refunded already",
     "stock-conflict": "The stock changed or would fall below what is held",
     "insufficient-stock": "Not enough available stock",
     "backlog-full": "Too many events wait to be persisted",

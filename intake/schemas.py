@@ -289,3 +289,70 @@ class TrackEventIn(RequestBody):
     ]
     location: Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
     occurred_at: Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 with an offset")]
+
+
+class CaseItemIn(RequestBody):
+    sku: Identifier
+    qty: Qty
+
+
+class CaseIn(RequestBody):
+    kind: Literal["refund_only", "return_refund", "exchange"]
+    items: Annotated[list[CaseItemIn], msgspec.Meta(min_length=1, max_length=ORDER_ITEMS_MAX)]
+    reason: Text
+
+
+class ReviewIn(RequestBody):
+    note: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+
+class ReturnIn(RequestBody):
+    warehouse_id: Identifier
+    damaged: bool = False
+
+
+class CaseItemOut(msgspec.Struct, frozen=True):
+    sku: str
+    qty: int
+    unit_price: int
+
+
+class ReplacementOut(msgspec.Struct, frozen=True):
+    sku: str
+    warehouse_id: str
+    qty: int
+
+
+class CaseRefundOut(msgspec.Struct, frozen=True):
+    refund_id: str
+    amount: int
+    reason: str
+    status: Literal["pending", "succeeded"]
+
+
+class CaseOut(msgspec.Struct, frozen=True, omit_defaults=True):
+    case_id: str
+    order_id: str
+    customer_id: str
+    kind: Literal["refund_only", "return_refund", "exchange"]
+    status: Literal[
+        "awaiting_review", "awaiting_return", "awaiting_refund", "awaiting_exchange_return", "exchange_shipping",
+        "exchange_sold_out", "succeeded", "rejected",
+    ]  # fmt: skip
+    items: list[CaseItemOut]
+    reason: str
+    amount: int
+    created_at: datetime
+    updated_at: datetime
+    refund: CaseRefundOut | None = None
+    return_warehouse_id: str | None = None
+    damaged: bool = False
+    replacement: list[ReplacementOut] | None = None
+    sold_out_sku: str | None = None
+    note: str | None = None
+    carrier: str | None = None
+    tracking_number: str | None = None
+
+
+class CasesOut(msgspec.Struct, frozen=True):
+    cases: list[CaseOut]

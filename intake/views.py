@@ -5,18 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from intake.schemas import (
+    CaseItemOut,
+    CaseOut,
+    CaseRefundOut,
     LogisticsExceptionOut,
     OrderItemOut,
     OrderOut,
     PaymentOut,
     RefundOut,
+    ReplacementOut,
     ShipmentItemOut,
     ShipmentOut,
     TrackEventOut,
 )
 from intake.service import from_ms
 from reservation.outcomes import ReserveCode
-from reservation.records import EXCEPTION_TRACK_STATUSES, OrderRecord, Shipment, ShipmentState
+from reservation.records import EXCEPTION_TRACK_STATUSES, CaseRecord, OrderRecord, Shipment, ShipmentState
 
 
 def shipment_out(shipment: Shipment, state: ShipmentState | None) -> ShipmentOut:
@@ -83,6 +87,32 @@ def order_out(order: OrderRecord) -> OrderOut:
         else None,
         refund=RefundOut("refund_pending", order.refund_amount) if order.refund_status else None,
         **(lifecycle_fields(order) if order.shipment_states or order.refunded_amount or order.case_ids else {}),
+    )
+
+
+def case_out(case: CaseRecord) -> CaseOut:
+    kind: Any = case.kind
+    status: Any = case.status
+    refund_status: Any = case.refund_status
+    return CaseOut(
+        case_id=case.case_id,
+        order_id=case.order_id,
+        customer_id=case.customer_id,
+        kind=kind,
+        status=status,
+        items=[CaseItemOut(item.sku, item.qty, item.unit_price) for item in case.items],
+        reason=case.reason,
+        amount=case.amount,
+        created_at=from_ms(case.created_ms),
+        updated_at=from_ms(case.updated_ms),
+        refund=CaseRefundOut(case.refund_id, case.amount, case.reason, refund_status) if case.refund_id else None,
+        return_warehouse_id=case.return_warehouse_id or None,
+        damaged=case.damaged,
+        replacement=[ReplacementOut(line.sku, line.warehouse_id, line.qty) for line in case.replacement] or None,
+        sold_out_sku=case.sold_out_sku or None,
+        note=case.note or None,
+        carrier=case.carrier or None,
+        tracking_number=case.tracking_number or None,
     )
 
 

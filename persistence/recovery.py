@@ -16,7 +16,15 @@ import msgspec
 
 from persistence.reconcile import Levels, ledger_totals
 from reservation.clock import milliseconds_of
-from reservation.records import OrderLine, OrderRecord, ShipmentState, TrackEvent
+from reservation.records import (
+    CaseItem,
+    CaseRecord,
+    OrderLine,
+    OrderRecord,
+    ReplacementLine,
+    ShipmentState,
+    TrackEvent,
+)
 
 
 @dataclass
@@ -30,6 +38,7 @@ class Snapshot:
     bought: dict[str, dict[str, int]] = field(default_factory=dict)  # customer -> sku -> units held or paid
     idempotency: list[tuple[str, OrderRecord, int]] = field(default_factory=list)  # key, order as accepted, ms left
     payments: dict[str, tuple[str, int]] = field(default_factory=dict)  # payment id -> (order id, amount)
+    cases: list[CaseRecord] = field(default_factory=list)
 
 
 def _ms(moment: datetime | None) -> int:
@@ -76,6 +85,10 @@ async def _load_orders(
         line = OrderLine(row["sku"], row["warehouse_id"], row["qty"], row["unit_price"], row["merchant_id"])
         lines[row["order_id"]].append((number, line))
     states = await _load_shipment_states(connection)
+    snapshot.cases = await _load_cases(connection)
+    case_ids: dict[str, list[str]] = defaultdict(list)
+    for case in snapshot.cases:
+        case_ids[case.order_id].append(case.case_id)
     bought: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for row in await connection.fetch("SELECT * FROM orders ORDER BY created_at"):
         order_lines = tuple(line for _, line in sorted(lines[row["order_id"]], key=lambda item: item[0]))
@@ -110,6 +123,7 @@ async def _load_orders(
             after_sales_until_ms=_ms(row["after_sales_until"]),
             after_sales_closed=row["after_sales_closed"],
             refunded_amount=row["refunded_amount"],
+            case_ids=tuple(case_ids.get(row["order_id"], ())),
         )
         snapshot.orders.append(order)
         # Units count against the purchase limit from intake until the order is cancelled.
@@ -150,3 +164,51 @@ async def _load_shipment_states(connection: asyncpg.Connection) -> dict[str, lis
         )  # fmt: skip
         states[row["order_id"]].append(state)
     return states
+
+
+class _CaseItemRow(msgspec.Struct):
+    sku: str
+    qty: int
+    unit_price: int
+
+
+class _ReplacementRow(msgspec.Struct):
+    sku: str
+    warehouse_id: str
+    qty: int
+
+
+async def _load_cases(connection: asyncpg.Connection) -> list[CaseRecord]:
+    """Every after-sales case, each order's in the order they were opened (by their number)."""
+    cases = []
+    for row in await connection.fetch(
+        "SELECT c.*, r.refund_id, r.status AS refund_status FROM after_sales_cases c"
+        " LEFT JOIN refunds r ON r.case_id = c.case_id"
+    ):
+        items = msgspec.json.decode(row["items"], type=list[_CaseItemRow])
+        replacement = msgspec.json.decode(row["replacement"], type=list[_ReplacementRow])
+        cases.append(
+            CaseRecord(
+                case_id=row["case_id"],
+                order_id=row["order_id"],
+                customer_id=row["customer_id"],
+                kind=row["kind"],
+                status=row["status"],
+                items=tuple(CaseItem(item.sku, item.qty, item.unit_price) for item in items),
+                reason=row["reason"],
+                amount=row["amount"],
+                created_ms=_ms(row["created_at"]),
+                updated_ms=_ms(row["updated_at"]),
+                version=row["version"],
+                refund_id=row["refund_id"] or "",
+                refund_status=row["refund_status"] or "",
+                return_warehouse_id=row["return_warehouse_id"] or "",
+                damaged=row["damaged"],
+                replacement=tuple(ReplacementLine(line.sku, line.warehouse_id, line.qty) for line in replacement),
+                sold_out_sku=row["sold_out_sku"] or "",
+                note=row["note"] or "",
+                carrier=row["carrier"] or "",
+                tracking_number=row["tracking_number"] or "",
+            )
+        )
+    return sorted(cases, key=lambda case: (case.order_id, int(case.case_id.rsplit("-r", 1)[1])))

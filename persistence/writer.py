@@ -21,6 +21,7 @@ from reservation.clock import moment_of
 from reservation.records import (
     CONFIG_EVENT_TYPES,
     ORDER_EVENT_KINDS,
+    CaseRecord,
     CustomerBlock,
     DispatchPut,
     Movement,
@@ -28,6 +29,7 @@ from reservation.records import (
     SkuPut,
     StockChange,
     WarehousePut,
+    case_record_decoder,
     movements_decoder,
     order_record_decoder,
     stock_change_decoder,
@@ -48,6 +50,7 @@ class Event:
     order: OrderRecord | None
     movements: tuple[Movement, ...]
     data: msgspec.Struct | None
+    case: CaseRecord | None = None  # after-sales events carry their case
 
     @property
     def position(self) -> tuple[int, int]:
@@ -62,7 +65,8 @@ def decode_entry(partition: int, entry_id: str, fields: dict[bytes, bytes]) -> E
     if kind in ORDER_EVENT_KINDS:
         order = order_record_decoder.decode(fields[b"o"])
         movements = movements_decoder.decode(fields[b"m"])
-        return Event(partition, stream_ms, stream_seq, kind, occurred_ms, order, movements, None)
+        case = case_record_decoder.decode(fields[b"c"]) if b"c" in fields else None
+        return Event(partition, stream_ms, stream_seq, kind, occurred_ms, order, movements, None, case)
     if kind == "stock_changed":
         change = stock_change_decoder.decode(fields[b"d"])
         return Event(partition, stream_ms, stream_seq, kind, occurred_ms, None, change.movements, change)
@@ -95,6 +99,8 @@ def as_plain(value: Any) -> Any:
 def _payload(event: Event) -> str:
     if event.order is not None:
         body: dict[str, Any] = {"order": as_plain(event.order), "movements": as_plain(event.movements)}
+        if event.case is not None:
+            body["case"] = as_plain(event.case)
     else:
         body = as_plain(event.data)
     return _json.encode(body).decode()
@@ -166,6 +172,31 @@ SELECT * FROM unnest($1::integer[], $2::bigint[], $3::bigint[], $4::integer[], $
 ON CONFLICT DO NOTHING
 """
 
+_UPSERT_CASES = """
+INSERT INTO after_sales_cases (case_id, order_id, customer_id, kind, status, items, reason, amount,
+                               return_warehouse_id, damaged, replacement, sold_out_sku, note, carrier,
+                               tracking_number, created_at, updated_at, version)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::text[],
+                     $8::bigint[], $9::text[], $10::boolean[], $11::jsonb[], $12::text[], $13::text[], $14::text[],
+                     $15::text[], $16::timestamptz[], $17::timestamptz[], $18::integer[])
+ON CONFLICT (case_id) DO UPDATE SET
+    status = excluded.status, amount = excluded.amount, return_warehouse_id = excluded.return_warehouse_id,
+    damaged = excluded.damaged, replacement = excluded.replacement, sold_out_sku = excluded.sold_out_sku,
+    note = excluded.note, carrier = excluded.carrier, tracking_number = excluded.tracking_number,
+    updated_at = excluded.updated_at, version = excluded.version
+WHERE after_sales_cases.version < excluded.version
+"""
+
+_UPSERT_REFUNDS = """
+INSERT INTO refunds (refund_id, case_id, order_id, amount, reason, status, updated_at, case_version)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+                     $7::timestamptz[], $8::integer[])
+ON CONFLICT (refund_id) DO UPDATE SET
+    amount = excluded.amount, status = excluded.status, updated_at = excluded.updated_at,
+    case_version = excluded.case_version
+WHERE refunds.case_version < excluded.case_version
+"""
+
 _INSERT_DEAD_LETTER = """
 INSERT INTO dead_letters (partition, stream_ms, stream_seq, kind, fields, error)
 VALUES ($1, $2, $3, $4, $5::jsonb, $6)
@@ -230,6 +261,22 @@ def _order_row(order: OrderRecord) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+def _case_row(case: CaseRecord) -> tuple[Any, ...]:
+    return (
+        case.case_id, case.order_id, case.customer_id, case.kind, case.status,
+        _json.encode([as_dict(item) for item in case.items]).decode(), case.reason, case.amount,
+        case.return_warehouse_id or None, case.damaged,
+        _json.encode([as_dict(line) for line in case.replacement]).decode(), case.sold_out_sku or None,
+        case.note or None, case.carrier or None, case.tracking_number or None, moment_of(case.created_ms),
+        moment_of(case.updated_ms), case.version,
+    )  # fmt: skip
+
+
+def as_dict(value: msgspec.Struct) -> dict[str, Any]:
+    result: dict[str, Any] = as_plain(value)
+    return result
+
+
 def _config_statement(event: Event) -> tuple[str, tuple[Any, ...]]:
     at = moment_of(event.occurred_ms)
     data = event.data
@@ -251,6 +298,7 @@ async def write_events(connection: asyncpg.Connection, events: Sequence[Event]) 
     """Write one batch in one transaction; safe to call again with any of the same events."""
     event_rows = []
     latest_orders: dict[str, OrderRecord] = {}
+    latest_cases: dict[str, CaseRecord] = {}
     movement_rows = []
     for event in events:
         order_id = event.order.order_id if event.order is not None else None
@@ -262,6 +310,10 @@ async def write_events(connection: asyncpg.Connection, events: Sequence[Event]) 
             known = latest_orders.get(event.order.order_id)
             if known is None or known.version < event.order.version:
                 latest_orders[event.order.order_id] = event.order
+        if event.case is not None:
+            known_case = latest_cases.get(event.case.case_id)
+            if known_case is None or known_case.version < event.case.version:
+                latest_cases[event.case.case_id] = event.case
         request_id = reason = None
         if isinstance(event.data, StockChange):
             request_id, reason = event.data.request_id, event.data.reason
@@ -305,6 +357,16 @@ async def write_events(connection: asyncpg.Connection, events: Sequence[Event]) 
             await connection.execute(_INSERT_ITEMS, *_columns(item_rows, 7))
             if track_rows:
                 await connection.execute(_INSERT_SHIPMENT_EVENTS, *_columns(track_rows, 7))
+        if latest_cases:
+            cases = list(latest_cases.values())
+            await connection.execute(_UPSERT_CASES, *_columns([_case_row(case) for case in cases], 18))
+            refund_rows = [
+                (case.refund_id, case.case_id, case.order_id, case.amount, case.reason, case.refund_status,
+                 moment_of(case.updated_ms), case.version)
+                for case in cases
+                if case.refund_id
+            ]  # fmt: skip
+            await connection.execute(_UPSERT_REFUNDS, *_columns(refund_rows, 8))
         if movement_rows:
             await connection.execute(_INSERT_MOVEMENTS, *_columns(movement_rows, 16))
         for event in config_events:

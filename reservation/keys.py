@@ -98,6 +98,10 @@ class PartitionKeys:
     def payment(self, payment_id: str) -> str:
         return f"{self.tag}:payment:{payment_id}"
 
+    def case(self, case_id: str) -> str:
+        """An after-sales case; its id starts with its order's id, so it lives in the order's partition."""
+        return f"{self.tag}:case:{case_id}"
+
 
 class KeyTable:
     """Collects the keys of one script call, each once, and hands out 1-based indexes."""

@@ -108,3 +108,25 @@ class WindowCode(IntEnum):
     UNCHANGED = 2
     NOT_FOUND = 3
     NOT_COMPLETED = 4
+
+
+class CaseOpenCode(IntEnum):
+    """case_open.lua."""
+
+    OPENED = 1
+    APPROVED = 2
+    NOT_FOUND = 3
+    NOT_ALLOWED = 4
+    ITEMS_INVALID = 5
+    WINDOW_CLOSED = 6
+    CASE_ID_TAKEN = 7
+    NOTHING_TO_REFUND = 8
+
+
+class CaseCode(IntEnum):
+    """case_review.lua, case_return.lua, case_refund.lua, case_exchange_ship.lua."""
+
+    DONE = 1
+    NOT_FOUND = 2
+    NOT_ALLOWED = 3
+    UNKNOWN_WAREHOUSE = 4

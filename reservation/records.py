@@ -126,6 +126,55 @@ class OrderRecord(msgspec.Struct, array_like=True, frozen=True):
         return totals
 
 
+class CaseItem(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    sku: str
+    qty: int
+    unit_price: int
+
+
+class ReplacementLine(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """Units an exchange took for its replacement: committed in one warehouse."""
+
+    sku: str
+    warehouse_id: str
+    qty: int
+
+
+class CaseRecord(msgspec.Struct, array_like=True, frozen=True):
+    """An after-sales case, kept under its own key; layout in lua/case_open.lua."""
+
+    case_id: str
+    order_id: str
+    customer_id: str
+    kind: str  # refund_only | return_refund | exchange
+    status: str
+    items: tuple[CaseItem, ...]
+    reason: str
+    amount: int  # the refund, never above what the order paid less earlier refunds
+    created_ms: int
+    updated_ms: int
+    version: int
+    refund_id: str
+    refund_status: str  # "" | pending | succeeded
+    return_warehouse_id: str
+    damaged: bool
+    replacement: tuple[ReplacementLine, ...]
+    sold_out_sku: str
+    note: str
+    carrier: str
+    tracking_number: str
+
+    @property
+    def skus(self) -> list[str]:
+        return sorted({item.sku for item in self.items})
+
+
+OPEN_CASE_STATUSES = frozenset(
+    {"awaiting_review", "awaiting_return", "awaiting_refund", "awaiting_exchange_return", "exchange_shipping",
+     "exchange_sold_out"}
+)  # fmt: skip
+
+
 class Movement(msgspec.Struct, array_like=True, frozen=True, gc=False):
     """One change of the stock counters of (sku, warehouse); deltas sum to the counters."""
 
@@ -151,10 +200,12 @@ ORDER_EVENT_KINDS = frozenset(
     {
         "order_created", "order_paid", "order_cancelled", "order_refund_pending",
         "shipment_shipped", "shipment_tracked", "order_completed", "order_after_sales_closed",
+        "after_sales_opened", "after_sales_changed",
     }
 )  # fmt: skip
 
 order_record_decoder = msgspec.msgpack.Decoder(OrderRecord)
+case_record_decoder = msgspec.msgpack.Decoder(CaseRecord)
 movements_decoder = msgspec.msgpack.Decoder(tuple[Movement, ...])
 stock_change_decoder = msgspec.msgpack.Decoder(StockChange)
 

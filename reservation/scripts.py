@@ -22,6 +22,11 @@ SCRIPT_NAMES = (
     "track",
     "confirm",
     "window_close",
+    "case_open",
+    "case_review",
+    "case_return",
+    "case_refund",
+    "case_exchange_ship",
 )
 
 

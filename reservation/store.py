@@ -18,6 +18,8 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from reservation.keys import KeyTable, PartitionKeys
 from reservation.outcomes import (
     CancelCode,
+    CaseCode,
+    CaseOpenCode,
     ConfirmCode,
     PayCode,
     ReserveCode,
@@ -27,7 +29,7 @@ from reservation.outcomes import (
     TransferCode,
     WindowCode,
 )
-from reservation.records import OrderRecord, order_record_decoder
+from reservation.records import CaseRecord, OrderRecord, case_record_decoder, order_record_decoder
 from reservation.scripts import Script, read_scripts
 
 __all__ = ["RedisError", "RedisStore", "ResponseError", "connect"]
@@ -76,6 +78,15 @@ class OrderChange:
 
 
 @dataclass(frozen=True, slots=True)
+class CaseChange:
+    """Outcome of an after-sales step: its code, the case and its order as they are now."""
+
+    code: CaseOpenCode | CaseCode
+    case: CaseRecord | None
+    order: OrderRecord | None
+
+
+@dataclass(frozen=True, slots=True)
 class StockLevels:
     available: int
     reserved: int
@@ -103,6 +114,10 @@ def connect(url: str, *, pool_size_max: int, timeout_ms: int) -> redis_asyncio.R
 
 def _decode_order(packed: bytes) -> OrderRecord | None:
     return order_record_decoder.decode(packed) if packed else None
+
+
+def _decode_case(packed: bytes) -> CaseRecord | None:
+    return case_record_decoder.decode(packed) if packed else None
 
 
 class RedisStore:
@@ -311,6 +326,70 @@ class RedisStore:
         assert len(replies) == len(order_ids), "window_close.lua must answer once per order"
         return [OrderChange(WindowCode(code), _decode_order(packed)) for code, packed in replies]
 
+    async def open_case(
+        self, order: OrderRecord, *, case_id: str, kind: str, reason: str, items: Sequence[tuple[str, int]],
+        now_ms: int,
+    ) -> CaseChange:  # fmt: skip
+        """Open a case on an order read earlier; case_id must be the next of the order (see case_open.lua)."""
+        keys = self.keys
+        skus = order.skus
+        script_keys = [
+            keys.stream, keys.sold_out, keys.order(order.order_id), keys.case(case_id),
+            keys.customer_counters(order.customer_id), *[keys.stock(sku) for sku in skus],
+            *[keys.case(existing) for existing in order.case_ids],
+        ]  # fmt: skip
+        args: list[Any] = [now_ms, case_id, kind, reason, len(skus), *skus, len(items)]
+        for sku, qty in items:
+            args += [sku, qty]
+        code, case_packed, packed = await self._call("case_open", script_keys, args)
+        return CaseChange(CaseOpenCode(code), _decode_case(case_packed), _decode_order(packed))
+
+    async def review_case(self, case: CaseRecord, *, decision: str, note: str, now_ms: int) -> CaseChange:
+        keys = self.keys
+        script_keys = [
+            keys.stream,
+            keys.confirm_due,
+            keys.window_due,
+            keys.order(case.order_id),
+            keys.case(case.case_id),
+        ]
+        code, case_packed, packed = await self._call("case_review", script_keys, [now_ms, decision, note])
+        return CaseChange(CaseCode(code), _decode_case(case_packed), _decode_order(packed))
+
+    async def receive_return(self, case: CaseRecord, *, warehouse_id: str, damaged: bool, now_ms: int) -> CaseChange:
+        keys = self.keys
+        skus = case.skus
+        script_keys = [
+            keys.stream, keys.sold_out, keys.warehouses, keys.dispatch, keys.order(case.order_id),
+            keys.case(case.case_id), *[key for sku in skus for key in (keys.stock(sku), keys.sku_config(sku))],
+        ]  # fmt: skip
+        args = [now_ms, warehouse_id, "1" if damaged else "0", len(skus), *skus]
+        code, case_packed, packed = await self._call("case_return", script_keys, args)
+        return CaseChange(CaseCode(code), _decode_case(case_packed), _decode_order(packed))
+
+    async def refund_case(self, case: CaseRecord, *, now_ms: int) -> CaseChange:
+        keys = self.keys
+        script_keys = [keys.stream, keys.order(case.order_id), keys.case(case.case_id)]
+        code, case_packed, packed = await self._call("case_refund", script_keys, [now_ms])
+        return CaseChange(CaseCode(code), _decode_case(case_packed), _decode_order(packed))
+
+    async def ship_exchange(self, case: CaseRecord, *, carrier: str, tracking_number: str, now_ms: int) -> CaseChange:
+        keys = self.keys
+        skus = sorted({line.sku for line in case.replacement})
+        script_keys = [
+            keys.stream, keys.confirm_due, keys.window_due, keys.order(case.order_id), keys.case(case.case_id),
+            *[keys.stock(sku) for sku in skus],
+        ]  # fmt: skip
+        args = [now_ms, carrier, tracking_number, len(skus), *skus]
+        code, case_packed, packed = await self._call("case_exchange_ship", script_keys, args)
+        return CaseChange(CaseCode(code), _decode_case(case_packed), _decode_order(packed))
+
+    async def get_cases(self, case_ids: Sequence[str]) -> list[CaseRecord | None]:
+        if not case_ids:
+            return []
+        packed = await self.client.mget([self.keys.case(case_id) for case_id in case_ids])
+        return [_decode_case(item) if item else None for item in packed]
+
     async def due_members(self, key: str, *, now_ms: int, count_max: int) -> list[str]:
         """Members of a deadline set scored <= now_ms, earliest first, at most count_max."""
         members = await self.client.zrangebyscore(key, "-inf", now_ms, start=0, num=count_max)
@@ -393,6 +472,7 @@ class RedisStore:
         bought: dict[str, dict[str, int]],
         idempotency: Sequence[tuple[str, OrderRecord, int]],
         payments: dict[str, tuple[str, int]],
+        cases: Sequence[CaseRecord] = (),
         chunk_size: int = 1000,
     ) -> None:
         """Write a whole partition's state at once, in pipelined chunks (recovery, not the hot path)."""
@@ -422,6 +502,7 @@ class RedisStore:
             commands.append(("pexpire", keys.idempotency(idempotency_key), left_ms))
         for payment_id, (order_id, amount) in payments.items():
             commands.append(("hset", keys.payment(payment_id), {"order_id": order_id, "amount": amount}))
+        commands += [("set", keys.case(case.case_id), msgspec.msgpack.encode(case)) for case in cases]
         for start in range(0, len(commands), chunk_size):
             pipeline = self.client.pipeline(transaction=False)
             for name, key, value in commands[start : start + chunk_size]:

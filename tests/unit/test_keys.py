@@ -82,6 +82,7 @@ def test_the_inspection_finds_every_kind_of_key() -> None:
         "client_rate",
         "idempotency",
         "payment",
+        "case",
     }
 
     assert set(key_makers(PartitionKeys(0))) == expected
