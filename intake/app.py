@@ -23,8 +23,14 @@ from intake.controllers import (
     OrderController,
     PaymentCallbackController,
 )
-from intake.lifecycle import CaseController, OrderCasesController, ShipmentController
-from intake.lifecycle_service import AfterSalesService, LifecycleService
+from intake.lifecycle import (
+    CaseController,
+    OrderCasesController,
+    OrderRefundController,
+    SettingsController,
+    ShipmentController,
+)
+from intake.lifecycle_service import AfterSalesService, LifecycleService, OrderLookup, OrderQueryService
 from intake.openapi import refine_openapi
 from intake.problems import EXCEPTION_HANDLERS
 from intake.service import CatalogService, Clock, OrderService
@@ -37,6 +43,7 @@ DatabaseCheck = Callable[[], Awaitable[None]]
 DatabaseCheckFactory = Callable[[], AbstractAsyncContextManager[DatabaseCheck]]
 ClientSource = Callable[[], Awaitable[dict[bytes, tuple[str, frozenset[str]]]]]
 ClientSourceFactory = Callable[[], AbstractAsyncContextManager[ClientSource]]
+OrderIndexFactory = Callable[[], AbstractAsyncContextManager[OrderLookup]]
 
 READINESS_TIMEOUT_S = 2.0
 logger = logging.getLogger("rushgate.intake")
@@ -49,6 +56,7 @@ def create_app(
     clock: Clock = wall_clock_ms,
     database_check: DatabaseCheckFactory | None = None,
     client_source: ClientSourceFactory | None = None,
+    order_index: OrderIndexFactory | None = None,
 ) -> Litestar:
     """An app for these settings; Redis, the database probe and the client list open in its lifespan."""
     assert settings.redis_url is not None, "the API needs REDIS_URL"
@@ -79,6 +87,8 @@ def create_app(
                 async with contextlib.AsyncExitStack() as stack:
                     check = await stack.enter_async_context(database_check()) if database_check else None
                     app.state.readiness = _readiness(store, check)
+                    lookup = await stack.enter_async_context(order_index()) if order_index else None
+                    app.state.order_query_service = OrderQueryService(store, lookup)
                     if client_source is not None:
                         source = await stack.enter_async_context(client_source())
                         await load_clients(registry, source)
@@ -102,6 +112,8 @@ def create_app(
             ShipmentController,
             OrderCasesController,
             CaseController,
+            OrderRefundController,
+            SettingsController,
         ],
         lifespan=[lifespan],
         middleware=[DefineMiddleware(BearerAuthMiddleware, registry=registry)],

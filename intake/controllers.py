@@ -11,6 +11,7 @@ from litestar.params import HeaderParameter, Parameter
 from intake.auth import client_id_of
 from intake.callbacks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from intake.codec import decode_body, encoded_response, read_body, read_optional_body
+from intake.order_queries import CursorQuery, CustomerIdQuery, LimitQuery, StatusQuery, list_customer_orders
 from intake.problems import PROBLEM_MEDIA_TYPE, as_problem
 from intake.schemas import (
     IDEMPOTENCY_KEY_PATTERN,
@@ -26,6 +27,7 @@ from intake.schemas import (
     HealthOut,
     OrderIn,
     OrderOut,
+    OrdersPageOut,
     PaymentCallbackIn,
     PaymentIn,
     Problem,
@@ -152,6 +154,24 @@ class OrderController(Controller):
     async def pay_order(self, request: Request[Any, Any, Any], order_id: PathId) -> OrderOut:
         data = await read_body(request, PaymentIn)
         return order_out(await _orders(request).pay(order_id, data))
+
+    @get(
+        "/",
+        operation_id="listOrders",
+        summary="A customer's orders, newest first, optionally of one status; cursor pagination",
+        description="Postgres is the index, merged with orders not persisted yet, so an order shows the moment "
+        "it is made; each order is answered as it is now.",
+        responses=problems(400, 401, 503),
+    )
+    async def list_orders(
+        self,
+        request: Request[Any, Any, Any],
+        customer_id: CustomerIdQuery,
+        status: StatusQuery = None,
+        cursor: CursorQuery = None,
+        limit: LimitQuery = 20,
+    ) -> OrdersPageOut:
+        return await list_customer_orders(request, customer_id, status, cursor, limit)
 
 
 class BatchController(Controller):

@@ -12,8 +12,19 @@ from litestar import Controller, Request, get, post
 from intake.codec import read_body, read_optional_body
 from intake.controllers import BEARER, PathId, problems
 from intake.lifecycle_service import AfterSalesService, LifecycleService
-from intake.schemas import CaseIn, CaseOut, CasesOut, OrderOut, ReturnIn, ReviewIn, ShipIn, TrackEventIn
+from intake.schemas import (
+    CaseIn,
+    CaseOut,
+    CasesOut,
+    OrderOut,
+    OrderTimeoutsOut,
+    ReturnIn,
+    ReviewIn,
+    ShipIn,
+    TrackEventIn,
+)
 from intake.views import case_out, order_out
+from rushgate.settings import Settings
 
 CASE_PROBLEMS = problems(400, 401, 403, 404, 409, 422)
 
@@ -164,3 +175,41 @@ class CaseController(Controller):
     async def exchange_shipped(self, request: Request[Any, Any, Any], case_id: PathId) -> CaseOut:
         data = await read_body(request, ShipIn)
         return case_out(await _after_sales(request).ship_exchange(case_id, data))
+
+
+class OrderRefundController(Controller):
+    path = "/v1/orders"
+    tags = ("orders",)
+    security = BEARER
+
+    @post(
+        "/{order_id:str}/refund",
+        operation_id="refundCancelledOrder",
+        status_code=200,
+        summary="The payment system paid out a cancelled order's pending refund: the order is closed",
+        description="Orders with after-sales cases are refunded through POST /v1/after-sales/{case_id}/refund.",
+        responses=problems(400, 401, 403, 404, 409),
+    )
+    async def refund(self, request: Request[Any, Any, Any], order_id: PathId) -> OrderOut:
+        return order_out(await _lifecycle(request).refund_cancelled(order_id))
+
+
+class SettingsController(Controller):
+    path = "/v1/settings"
+    tags = ("control plane",)
+    security = BEARER
+
+    @get(
+        "/order-timeouts",
+        operation_id="getOrderTimeouts",
+        summary="Hold expiry, automatic confirmation of receipt and the after-sales window",
+        responses=problems(401, 403),
+    )
+    async def order_timeouts(self, request: Request[Any, Any, Any]) -> OrderTimeoutsOut:
+        settings: Settings = request.app.state.settings
+        return OrderTimeoutsOut(
+            flash_hold_ttl_s=settings.flash_hold_ttl_s,
+            normal_hold_ttl_s=settings.normal_hold_ttl_s,
+            auto_confirm_days=settings.auto_confirm_days,
+            after_sales_window_days=settings.after_sales_window_days,
+        )

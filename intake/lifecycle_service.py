@@ -7,15 +7,21 @@ the refusal, so every ``409 invalid-transition`` says the order's current status
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from intake.problems import ProblemError, invalid_transition
 from intake.schemas import CaseIn, ReturnIn, ReviewIn, ShipIn, TrackEventIn
 from intake.service import Clock, to_ms
 from orders.states import InvalidTransition, OrderEvent, OrderStatus
 from reservation.clock import wall_clock_ms
-from reservation.outcomes import CaseCode, CaseOpenCode, ConfirmCode, ShipCode, TrackCode
+from reservation.outcomes import CaseCode, CaseOpenCode, ConfirmCode, OrderRefundCode, ShipCode, TrackCode
 from reservation.records import CaseRecord, OrderRecord
 from reservation.store import CaseChange, OrderChange, RedisStore
 from rushgate.settings import Settings
+
+OrderLookup = Callable[[str, str | None, str | None, int], Awaitable[list[str]]]
+"""(customer_id, status or None, before order id or None, limit) -> order ids newest first
+(persistence.queries.order_index gives one; intake never imports persistence)."""
 
 
 def _not_found(order_id: str) -> ProblemError:
@@ -103,6 +109,24 @@ class LifecycleService:
         current = _current(change, order_id)
         if change.code is ConfirmCode.NOT_SHIPPED:
             raise refused(current, OrderEvent.CONFIRM_RECEIPT)
+        return current
+
+    async def refund_cancelled(self, order_id: str) -> OrderRecord:
+        """The payment system paid out a cancelled order's pending refund: the order is closed."""
+        change = await self.store.refund_order(order_id, now_ms=self.clock())
+        current = _current(change, order_id)
+        if change.code is OrderRefundCode.NOT_ALLOWED:
+            if current.case_ids:
+                raise ProblemError(
+                    409, "invalid-transition", "this order is refunded through its after-sales cases",
+                    current_status=current.status, order_id=order_id,
+                )  # fmt: skip
+            if current.status == "cancelled":
+                raise ProblemError(
+                    409, "invalid-transition", "no refund is pending for this order",
+                    current_status=current.status, order_id=order_id,
+                )  # fmt: skip
+            raise refused(current, OrderEvent.REFUND)
         return current
 
 
@@ -209,3 +233,39 @@ class AfterSalesService:
             case, carrier=body.carrier, tracking_number=body.tracking_number, now_ms=self.clock()
         )
         return self._settled(change, case_id, "ship an exchange")
+
+
+STREAM_SCAN_ENTRIES_MAX = 10_000
+"""How far back a listing looks in the event stream for orders Postgres does not know yet:
+well beyond the persister's normal backlog (about a second of events)."""
+
+
+class OrderQueryService:
+    """A customer's orders: Postgres as the index, merged with the stream's not-yet-persisted orders,
+    each answered as Redis holds it now (read-your-writes)."""
+
+    def __init__(self, store: RedisStore, lookup: OrderLookup | None) -> None:
+        self.store = store
+        self.lookup = lookup
+
+    async def page(
+        self, customer_id: str, status: str | None, cursor: str | None, limit: int
+    ) -> tuple[list[OrderRecord], str | None]:
+        if self.lookup is None:
+            raise ProblemError(503, "dependency-unavailable", "this API has no order index (no DATABASE_URL)")
+        try:
+            indexed = await self.lookup(customer_id, status, cursor, limit + 1)
+        except (OSError, TimeoutError) as error:
+            raise ProblemError(503, "dependency-unavailable", f"order index: {type(error).__name__}") from None
+        recent = await self.store.recent_orders(customer_id=customer_id, entries_max=STREAM_SCAN_ENTRIES_MAX)
+        candidates = set(indexed) | {order.order_id for order in recent if cursor is None or order.order_id < cursor}
+        newest_first = sorted(candidates, reverse=True)
+        current = await self.store.get_orders(newest_first)
+        matching = [
+            order
+            for order in current
+            if order is not None and order.customer_id == customer_id and (status is None or order.status == status)
+        ]
+        page = matching[:limit]
+        more = len(indexed) > limit or len(matching) > limit
+        return page, (page[-1].order_id if more and page else None)

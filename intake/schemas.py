@@ -134,7 +134,7 @@ class PaymentOut(msgspec.Struct, frozen=True):
 
 
 class RefundOut(msgspec.Struct, frozen=True):
-    status: Literal["refund_pending"]
+    status: Literal["refund_pending", "refunded"]
     amount: int
 
 
@@ -356,3 +356,19 @@ class CaseOut(msgspec.Struct, frozen=True, omit_defaults=True):
 
 class CasesOut(msgspec.Struct, frozen=True):
     cases: list[CaseOut]
+
+
+class OrdersPageOut(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One page of a customer's orders, newest first; pass next_cursor as cursor for the next page."""
+
+    orders: list[OrderOut]
+    next_cursor: str | None = None
+
+
+class OrderTimeoutsOut(msgspec.Struct, frozen=True):
+    """The timers an order runs on, as this deployment sets them."""
+
+    flash_hold_ttl_s: int
+    normal_hold_ttl_s: int
+    auto_confirm_days: int
+    after_sales_window_days: int

@@ -85,7 +85,9 @@ def order_out(order: OrderRecord) -> OrderOut:
         payment=PaymentOut(order.payment_id, order.paid_amount, order.payment_method, from_ms(order.paid_ms))
         if order.payment_id
         else None,
-        refund=RefundOut("refund_pending", order.refund_amount) if order.refund_status else None,
+        refund=RefundOut("refunded" if order.refund_status == "refunded" else "refund_pending", order.refund_amount)
+        if order.refund_status
+        else None,
         **(lifecycle_fields(order) if order.shipment_states or order.refunded_amount or order.case_ids else {}),
     )
 

@@ -123,6 +123,15 @@ class CaseOpenCode(IntEnum):
     NOTHING_TO_REFUND = 8
 
 
+class OrderRefundCode(IntEnum):
+    """order_refund.lua."""
+
+    REFUNDED = 1
+    ALREADY_REFUNDED = 2
+    NOT_FOUND = 3
+    NOT_ALLOWED = 4
+
+
 class CaseCode(IntEnum):
     """case_review.lua, case_return.lua, case_refund.lua, case_exchange_ship.lua."""
 

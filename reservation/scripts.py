@@ -27,6 +27,7 @@ SCRIPT_NAMES = (
     "case_return",
     "case_refund",
     "case_exchange_ship",
+    "order_refund",
 )
 
 

@@ -21,6 +21,7 @@ from reservation.outcomes import (
     CaseCode,
     CaseOpenCode,
     ConfirmCode,
+    OrderRefundCode,
     PayCode,
     ReserveCode,
     ShipCode,
@@ -29,7 +30,13 @@ from reservation.outcomes import (
     TransferCode,
     WindowCode,
 )
-from reservation.records import CaseRecord, OrderRecord, case_record_decoder, order_record_decoder
+from reservation.records import (
+    ORDER_EVENT_KINDS,
+    CaseRecord,
+    OrderRecord,
+    case_record_decoder,
+    order_record_decoder,
+)
 from reservation.scripts import Script, read_scripts
 
 __all__ = ["RedisError", "RedisStore", "ResponseError", "connect"]
@@ -73,7 +80,7 @@ class ReserveResult:
 class OrderChange:
     """Outcome of a cancel or payment: its code and the order as it is now."""
 
-    code: CancelCode | PayCode | ShipCode | TrackCode | ConfirmCode | WindowCode
+    code: CancelCode | PayCode | ShipCode | TrackCode | ConfirmCode | WindowCode | OrderRefundCode
     order: OrderRecord | None
 
 
@@ -383,6 +390,26 @@ class RedisStore:
         args = [now_ms, carrier, tracking_number, len(skus), *skus]
         code, case_packed, packed = await self._call("case_exchange_ship", script_keys, args)
         return CaseChange(CaseCode(code), _decode_case(case_packed), _decode_order(packed))
+
+    async def refund_order(self, order_id: str, *, now_ms: int) -> OrderChange:
+        """Close a cancelled order whose pending refund the payment system paid out."""
+        code, packed = await self._call("order_refund", [self.keys.stream, self.keys.order(order_id)], [now_ms])
+        return OrderChange(OrderRefundCode(code), _decode_order(packed))
+
+    async def recent_orders(self, *, customer_id: str, entries_max: int) -> list[OrderRecord]:
+        """A customer's orders in the newest entries_max stream entries (at most: not yet persisted ones).
+
+        The stream keeps every entry until the persister acknowledged it, so an order Postgres does
+        not know yet is found here while the backlog is shorter than entries_max.
+        """
+        found: dict[str, OrderRecord] = {}
+        for _, fields in await self.client.xrevrange(self.keys.stream, count=entries_max):
+            if fields.get(b"k", b"").decode() not in ORDER_EVENT_KINDS:
+                continue
+            order = order_record_decoder.decode(fields[b"o"])
+            if order.customer_id == customer_id and order.order_id not in found:
+                found[order.order_id] = order
+        return list(found.values())
 
     async def get_cases(self, case_ids: Sequence[str]) -> list[CaseRecord | None]:
         if not case_ids:

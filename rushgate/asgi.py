@@ -11,6 +11,7 @@ from litestar import Litestar
 from intake.app import create_app
 from persistence.clients import scopes_reader
 from persistence.database import readiness_check
+from persistence.queries import order_index
 from rushgate.settings import load_settings, require_services
 
 
@@ -26,7 +27,12 @@ def create_app_from_environment() -> Litestar:
     ]:
         return scopes_reader(database_url)
 
-    return create_app(settings, database_check=database_check, client_source=client_source)
+    return create_app(
+        settings,
+        database_check=database_check,
+        client_source=client_source,
+        order_index=lambda: order_index(database_url),
+    )
 
 
 __all__ = ["create_app_from_environment"]
