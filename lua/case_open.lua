@@ -91,6 +91,17 @@ local existing = document[CASES]
 if #KEYS ~= 5 + sku_count + #existing then return redis.error_reply('ERR case_open: case keys not declared') end
 if case_id ~= document[1] .. '-r' .. (#existing + 1) then return {CODE_CASE_ID, '', packed} end
 
+-- The status decides first: a case on an order that cannot take one is refused as such.
+local status, shipped_any = document[STATUS], #document[SHIPMENTS] > 0
+local before_shipment = status == 'paid' and not shipped_any
+if before_shipment then
+  if kind ~= 'refund_only' then return {CODE_NOT_ALLOWED, '', packed} end
+elseif status == 'completed' then
+  if document[WINDOW_CLOSED] or now_ms >= document[WINDOW_UNTIL] then return {CODE_WINDOW_CLOSED, '', packed} end
+elseif status ~= 'shipped' then
+  return {CODE_NOT_ALLOWED, '', packed}
+end
+
 -- Units of each SKU in the order (with its price), and those already under refund.
 local ordered, price = {}, {}
 for _, line in ipairs(document[LINES]) do
@@ -119,16 +130,7 @@ for index = 1, item_count do
   value = value + qty * price[sku]
 end
 
-local status, shipped_any = document[STATUS], #document[SHIPMENTS] > 0
-local before_shipment = status == 'paid' and not shipped_any
-if before_shipment then
-  if kind ~= 'refund_only' then return {CODE_NOT_ALLOWED, '', packed} end
-  if not whole then return {CODE_ITEMS, '', packed} end
-elseif status == 'completed' then
-  if document[WINDOW_CLOSED] or now_ms >= document[WINDOW_UNTIL] then return {CODE_WINDOW_CLOSED, '', packed} end
-elseif status ~= 'shipped' then
-  return {CODE_NOT_ALLOWED, '', packed}
-end
+if before_shipment and not whole then return {CODE_ITEMS, '', packed} end
 local refundable = document[PAID_AMOUNT] - document[REFUNDED]
 if kind ~= 'exchange' and refundable <= 0 then return {CODE_NOTHING_LEFT, '', packed} end
 local amount = 0
