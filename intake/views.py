@@ -80,7 +80,10 @@ def order_out(order: OrderRecord) -> OrderOut:
         total=order.total,
         currency=order.currency,
         items=[OrderItemOut(sku, qty, unit_price) for sku, (qty, unit_price) in order.quantities().items()],
-        shipments=[shipment_out(shipment, order.shipped(shipment.shipment_id)) for shipment in order.shipments()],
+        shipments=[
+            shipment_out(shipment, order.shipped(shipment.shipment_id) if order.shipment_states else None)
+            for shipment in order.shipments()
+        ],
         cancel_reason=order.cancel_reason or None,  # type: ignore[arg-type]
         payment=PaymentOut(order.payment_id, order.paid_amount, order.payment_method, from_ms(order.paid_ms))
         if order.payment_id

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from intake.lifecycle_service import AfterSalesService, LifecycleService
@@ -350,3 +352,24 @@ async def test_recover_rebuilds_every_case_and_the_orders_that_name_them(
     assert (await orders.get(order.order_id)).status == "closed"
     reconciled = run_command(services, "reconcile")
     assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
+
+
+async def test_of_two_cases_opened_at_once_exactly_one_wins(
+    stocked: None,
+    orders: OrderService,
+    lifecycle: LifecycleService,
+    after_sales: AfterSalesService,
+) -> None:
+    order = await shipped_order(orders, lifecycle, {"s1": 2}, "k1")
+
+    outcomes = await asyncio.gather(
+        *(after_sales.open(order.order_id, case_in("return_refund", {"s1": 2})) for _ in range(4)),
+        return_exceptions=True,
+    )
+
+    opened = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+    refused = [outcome for outcome in outcomes if isinstance(outcome, ProblemError)]
+    assert len(opened) == 1 and len(refused) == 3
+    assert {problem.status for problem in refused} == {409}
+    current = await orders.get(order.order_id)
+    assert current.case_ids == (opened[0][0].case_id,)

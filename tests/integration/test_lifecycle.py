@@ -6,6 +6,7 @@ moving it, and the sweeper runs the same bounded scripts as in production.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
@@ -301,3 +302,17 @@ async def test_recover_rebuilds_shipments_tracks_and_both_timers_from_postgres(
     assert second.status == "shipped"
     reconciled = run_command(services, "reconcile")
     assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
+
+
+async def test_a_shipment_shipped_from_several_places_at_once_leaves_the_stock_once(
+    stocked: None, orders: OrderService, lifecycle: LifecycleService, store: RedisStore
+) -> None:
+    order = await paid_order(orders, {"s1": 3}, "k1")
+    shipment_id = order.shipments()[0].shipment_id
+
+    shipped = await asyncio.gather(*(lifecycle.ship(order.order_id, shipment_id, ship_in(f"T{n}")) for n in range(5)))
+
+    assert {result.status for result in shipped} == {"shipped"}
+    assert len({result.shipment_states[0].tracking_number for result in shipped}) == 1
+    assert await levels(store, "s1", "w1") == (2, 0, 0, 2)
+    await assert_stock_invariants(store, SKUS)
