@@ -25,6 +25,7 @@ from intake.schemas import (
     DispatchIn,
     DispatchOut,
     HealthOut,
+    OrderDetailOut,
     OrderIn,
     OrderOut,
     OrdersPageOut,
@@ -42,7 +43,7 @@ from intake.schemas import (
     WarehouseOut,
 )
 from intake.service import CatalogService, OrderService, Placed
-from intake.views import order_out, render_metrics
+from intake.views import order_detail_out, order_out, render_metrics
 from reservation.keys import PERSISTER_GROUP
 from rushgate.settings import Settings
 
@@ -129,8 +130,8 @@ class OrderController(Controller):
         summary="Current state of an order",
         responses=problems(400, 401, 404),
     )
-    async def get_order(self, request: Request[Any, Any, Any], order_id: PathId) -> OrderOut:
-        return order_out(await _orders(request).get(order_id))
+    async def get_order(self, request: Request[Any, Any, Any], order_id: PathId) -> OrderDetailOut:
+        return order_detail_out(await _orders(request).get(order_id))
 
     @post(
         "/{order_id:str}/cancel",

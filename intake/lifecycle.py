@@ -16,14 +16,14 @@ from intake.schemas import (
     CaseIn,
     CaseOut,
     CasesOut,
-    OrderOut,
+    OrderDetailOut,
     OrderTimeoutsOut,
     ReturnIn,
     ReviewIn,
     ShipIn,
     TrackEventIn,
 )
-from intake.views import case_out, order_out
+from intake.views import case_out, order_detail_out
 from rushgate.settings import Settings
 
 CASE_PROBLEMS = problems(400, 401, 403, 404, 409, 422)
@@ -47,9 +47,9 @@ class ShipmentController(Controller):
         "when all its shipments are",
         responses=problems(400, 401, 404, 409),
     )
-    async def ship(self, request: Request[Any, Any, Any], order_id: PathId, shipment_id: PathId) -> OrderOut:
+    async def ship(self, request: Request[Any, Any, Any], order_id: PathId, shipment_id: PathId) -> OrderDetailOut:
         data = await read_body(request, ShipIn)
-        return order_out(await _lifecycle(request).ship(order_id, shipment_id, data))
+        return order_detail_out(await _lifecycle(request).ship(order_id, shipment_id, data))
 
     @post(
         "/{order_id:str}/shipments/{shipment_id:str}/events",
@@ -59,9 +59,9 @@ class ShipmentController(Controller):
         "are surfaced on the order",
         responses=problems(400, 401, 404, 409),
     )
-    async def track(self, request: Request[Any, Any, Any], order_id: PathId, shipment_id: PathId) -> OrderOut:
+    async def track(self, request: Request[Any, Any, Any], order_id: PathId, shipment_id: PathId) -> OrderDetailOut:
         data = await read_body(request, TrackEventIn)
-        return order_out(await _lifecycle(request).track(order_id, shipment_id, data))
+        return order_detail_out(await _lifecycle(request).track(order_id, shipment_id, data))
 
     @post(
         "/{order_id:str}/confirm-receipt",
@@ -70,8 +70,8 @@ class ShipmentController(Controller):
         summary="The customer confirms receipt: the order is completed and its after-sales window opens",
         responses=problems(400, 401, 404, 409),
     )
-    async def confirm_receipt(self, request: Request[Any, Any, Any], order_id: PathId) -> OrderOut:
-        return order_out(await _lifecycle(request).confirm_receipt(order_id))
+    async def confirm_receipt(self, request: Request[Any, Any, Any], order_id: PathId) -> OrderDetailOut:
+        return order_detail_out(await _lifecycle(request).confirm_receipt(order_id))
 
 
 def _after_sales(request: Request[Any, Any, Any]) -> AfterSalesService:
@@ -190,8 +190,8 @@ class OrderRefundController(Controller):
         description="Orders with after-sales cases are refunded through POST /v1/after-sales/{case_id}/refund.",
         responses=problems(400, 401, 403, 404, 409),
     )
-    async def refund(self, request: Request[Any, Any, Any], order_id: PathId) -> OrderOut:
-        return order_out(await _lifecycle(request).refund_cancelled(order_id))
+    async def refund(self, request: Request[Any, Any, Any], order_id: PathId) -> OrderDetailOut:
+        return order_detail_out(await _lifecycle(request).refund_cancelled(order_id))
 
 
 class SettingsController(Controller):

@@ -13,7 +13,7 @@ from litestar.params import QueryParameter
 
 from intake.lifecycle_service import OrderQueryService
 from intake.schemas import ID_PATTERN, OrdersPageOut
-from intake.views import order_out
+from intake.views import order_detail_out
 
 STATUS_PATTERN = r"^(pending_payment|paid|shipped|completed|cancelled|after_sales|closed)$"
 PAGE_SIZE_MAX = 100
@@ -31,4 +31,4 @@ async def list_customer_orders(
 ) -> OrdersPageOut:
     query: OrderQueryService = request.app.state.order_query_service
     orders, next_cursor = await query.page(customer_id, status, cursor, limit)
-    return OrdersPageOut([order_out(order) for order in orders], next_cursor)
+    return OrdersPageOut([order_detail_out(order) for order in orders], next_cursor)

@@ -106,13 +106,17 @@ class TrackEventOut(msgspec.Struct, frozen=True):
     recorded_at: datetime
 
 
-class ShipmentOut(msgspec.Struct, frozen=True, omit_defaults=True):
-    """A sub-order; status and the fields after it appear once it has shipped."""
-
+class ShipmentOut(msgspec.Struct, frozen=True):
     shipment_id: str
     warehouse_id: str
     merchant_id: str
     items: list[ShipmentItemOut]
+
+
+class ShipmentDetailOut(ShipmentOut, frozen=True, omit_defaults=True):
+    """A sub-order with its lifecycle: status "shipped", carrier, tracking number and track once it
+    has shipped (a pending shipment renders exactly as in the intake body, status omitted)."""
+
     status: Literal["pending", "shipped"] = "pending"
     carrier: str | None = None
     tracking_number: str | None = None
@@ -156,6 +160,15 @@ class OrderOut(msgspec.Struct, frozen=True, omit_defaults=True):
     cancel_reason: Literal["customer", "merchant", "payment_timeout"] | None = None
     payment: PaymentOut | None = None
     refund: RefundOut | None = None
+
+
+class OrderDetailOut(OrderOut, frozen=True, omit_defaults=True):
+    """The order with its lifecycle after payment (GET and every lifecycle endpoint).
+
+    A separate type so the intake body (OrderOut) costs what it did before the lifecycle.
+    """
+
+    shipments: list[ShipmentDetailOut]  # type: ignore[assignment]  # narrows the field; msgspec allows it
     shipped_at: datetime | None = None
     auto_confirm_at: datetime | None = None
     completed_at: datetime | None = None
@@ -361,7 +374,7 @@ class CasesOut(msgspec.Struct, frozen=True):
 class OrdersPageOut(msgspec.Struct, frozen=True, omit_defaults=True):
     """One page of a customer's orders, newest first; pass next_cursor as cursor for the next page."""
 
-    orders: list[OrderOut]
+    orders: list[OrderDetailOut]
     next_cursor: str | None = None
 
 

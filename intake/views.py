@@ -9,11 +9,13 @@ from intake.schemas import (
     CaseOut,
     CaseRefundOut,
     LogisticsExceptionOut,
+    OrderDetailOut,
     OrderItemOut,
     OrderOut,
     PaymentOut,
     RefundOut,
     ReplacementOut,
+    ShipmentDetailOut,
     ShipmentItemOut,
     ShipmentOut,
     TrackEventOut,
@@ -23,12 +25,12 @@ from reservation.outcomes import ReserveCode
 from reservation.records import EXCEPTION_TRACK_STATUSES, CaseRecord, OrderRecord, Shipment, ShipmentState
 
 
-def shipment_out(shipment: Shipment, state: ShipmentState | None) -> ShipmentOut:
+def shipment_out(shipment: Shipment, state: ShipmentState | None) -> ShipmentDetailOut:
     items = [ShipmentItemOut(sku, qty) for sku, qty in shipment.items]
     if state is None:
-        return ShipmentOut(shipment.shipment_id, shipment.warehouse_id, shipment.merchant_id, items)
+        return ShipmentDetailOut(shipment.shipment_id, shipment.warehouse_id, shipment.merchant_id, items)
     latest = state.track[-1].status if state.track else None
-    return ShipmentOut(
+    return ShipmentDetailOut(
         shipment.shipment_id,
         shipment.warehouse_id,
         shipment.merchant_id,
@@ -68,6 +70,10 @@ def lifecycle_fields(order: OrderRecord) -> dict[str, Any]:
 
 
 def order_out(order: OrderRecord) -> OrderOut:
+    """The order body of intake, payment and cancellation; once the lifecycle went further
+    (a shipment, a case, a refund paid out) the detailed body, so no answer hides it."""
+    if order.shipment_states or order.case_ids or order.refunded_amount or order.refund_status == "refunded":
+        return order_detail_out(order)
     status: Any = order.status
     return OrderOut(
         order_id=order.order_id,
@@ -81,17 +87,44 @@ def order_out(order: OrderRecord) -> OrderOut:
         currency=order.currency,
         items=[OrderItemOut(sku, qty, unit_price) for sku, (qty, unit_price) in order.quantities().items()],
         shipments=[
-            shipment_out(shipment, order.shipped(shipment.shipment_id) if order.shipment_states else None)
+            ShipmentOut(
+                shipment.shipment_id,
+                shipment.warehouse_id,
+                shipment.merchant_id,
+                [ShipmentItemOut(sku, qty) for sku, qty in shipment.items],
+            )
             for shipment in order.shipments()
         ],
         cancel_reason=order.cancel_reason or None,  # type: ignore[arg-type]
         payment=PaymentOut(order.payment_id, order.paid_amount, order.payment_method, from_ms(order.paid_ms))
         if order.payment_id
         else None,
-        refund=RefundOut("refunded" if order.refund_status == "refunded" else "refund_pending", order.refund_amount)
-        if order.refund_status
+        refund=RefundOut("refund_pending", order.refund_amount) if order.refund_status else None,
+    )
+
+
+def order_detail_out(order: OrderRecord) -> OrderDetailOut:
+    """The order with its lifecycle: shipment statuses and tracks, receipt, window, refunds, cases."""
+    status: Any = order.status
+    refund_status: Any = "refunded" if order.refund_status == "refunded" else "refund_pending"
+    return OrderDetailOut(
+        order_id=order.order_id,
+        status=status,
+        customer_id=order.customer_id,
+        region=order.region,
+        order_type=order.order_type,
+        created_at=from_ms(order.created_ms),
+        expires_at=from_ms(order.expires_ms),
+        total=order.total,
+        currency=order.currency,
+        items=[OrderItemOut(sku, qty, unit_price) for sku, (qty, unit_price) in order.quantities().items()],
+        shipments=[shipment_out(shipment, order.shipped(shipment.shipment_id)) for shipment in order.shipments()],
+        cancel_reason=order.cancel_reason or None,  # type: ignore[arg-type]
+        payment=PaymentOut(order.payment_id, order.paid_amount, order.payment_method, from_ms(order.paid_ms))
+        if order.payment_id
         else None,
-        **(lifecycle_fields(order) if order.shipment_states or order.refunded_amount or order.case_ids else {}),
+        refund=RefundOut(refund_status, order.refund_amount) if order.refund_status else None,
+        **lifecycle_fields(order),
     )
 
 
