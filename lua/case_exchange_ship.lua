@@ -20,7 +20,7 @@ ARGV[4]  sku count S, then S skus (every SKU of the case)
 Returns {code, case document or "", order document or ""}
   code 1 shipped   2 case not found   3 the case has no replacement to ship (unchanged)
 Mirrored by reservation.outcomes.CaseCode. Layouts: case_open.lua, ship.lua.
-Event: k after_sales_changed, o order, c case, m movements, t now_ms.
+Event: k exchange_shipped, o order, c case, m movements, t now_ms.
 ]]
 
 local CODE_DONE, CODE_NOT_FOUND, CODE_NOT_ALLOWED = 1, 2, 3
@@ -68,6 +68,6 @@ case_packed = cmsgpack.pack(case)
 packed = cmsgpack.pack(document)
 redis.call('SET', case_key, case_packed)
 redis.call('SET', order_key, packed)
-redis.call('XADD', stream_key, '*', 'k', 'after_sales_changed', 'o', packed, 'c', case_packed,
+redis.call('XADD', stream_key, '*', 'k', 'exchange_shipped', 'o', packed, 'c', case_packed,
   'm', cmsgpack.pack(movements), 't', string.format('%d', now_ms))
 return {CODE_DONE, case_packed, packed}

@@ -45,7 +45,8 @@ Case document (msgpack array, 1-based; mirrored by reservation.records.CaseRecor
   16 replacement {{sku, warehouse_id, qty}} 17 sold_out_sku 18 note 19 carrier 20 tracking_number
 Case statuses: awaiting_review, awaiting_return, awaiting_refund, awaiting_exchange_return,
 exchange_shipping, exchange_sold_out, succeeded, rejected.
-Order document: see ship.lua. Event: k after_sales_opened, o order, c case, m movements, t now_ms.
+Order document: see ship.lua. Event: k after_sales_opened (refund_requested when approved at once:
+the payment system's cue to pay the refund back), o order, c case, m movements, t now_ms.
 ]]
 
 local CODE_OPENED, CODE_APPROVED, CODE_NOT_FOUND, CODE_NOT_ALLOWED = 1, 2, 3, 4
@@ -163,6 +164,7 @@ packed = cmsgpack.pack(document)
 local case_packed = cmsgpack.pack(case)
 redis.call('SET', order_key, packed)
 redis.call('SET', case_key, case_packed)
-redis.call('XADD', stream_key, '*', 'k', 'after_sales_opened', 'o', packed, 'c', case_packed,
+local kind_of_event = code == CODE_APPROVED and 'refund_requested' or 'after_sales_opened'
+redis.call('XADD', stream_key, '*', 'k', kind_of_event, 'o', packed, 'c', case_packed,
   'm', cmsgpack.pack(movements), 't', string.format('%d', now_ms))
 return {code, case_packed, packed}

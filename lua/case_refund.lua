@@ -16,7 +16,7 @@ ARGV[1]  now_ms
 Returns {code, case document or "", order document or ""}
   code 1 refunded   2 case not found   3 the case awaits no refund (unchanged)
 Mirrored by reservation.outcomes.CaseCode. Layouts: case_open.lua, ship.lua.
-Event: k after_sales_changed, o order, c case, m {}, t now_ms.
+Event: k refund_succeeded, o order, c case, m {}, t now_ms.
 ]]
 
 local CODE_DONE, CODE_NOT_FOUND, CODE_NOT_ALLOWED = 1, 2, 3
@@ -56,6 +56,6 @@ case_packed = cmsgpack.pack(case)
 packed = cmsgpack.pack(document)
 redis.call('SET', case_key, case_packed)
 redis.call('SET', order_key, packed)
-redis.call('XADD', stream_key, '*', 'k', 'after_sales_changed', 'o', packed, 'c', case_packed,
+redis.call('XADD', stream_key, '*', 'k', 'refund_succeeded', 'o', packed, 'c', case_packed,
   'm', cmsgpack.pack({}), 't', string.format('%d', now_ms))
 return {CODE_DONE, case_packed, packed}

@@ -27,7 +27,8 @@ Returns {code, case document or "", order document or ""}
   code 1 received   2 case not found   3 the case is not awaiting a return (unchanged)
   code 4 unknown warehouse (unchanged)
 Mirrored by reservation.outcomes.CaseCode. Layouts: case_open.lua, ship.lua.
-Event: k after_sales_changed, o order, c case, m movements, t now_ms.
+Event: k refund_requested (a return_refund case: its refund is pending), else return_received;
+o order, c case, m movements, t now_ms.
 ]]
 
 local CODE_DONE, CODE_NOT_FOUND, CODE_NOT_ALLOWED, CODE_UNKNOWN_WAREHOUSE = 1, 2, 3, 4
@@ -114,6 +115,7 @@ document[VERSION] = document[VERSION] + 1  -- the order's row follows every step
 document[UPDATED] = now_ms
 packed = cmsgpack.pack(document)
 redis.call('SET', order_key, packed)
-redis.call('XADD', stream_key, '*', 'k', 'after_sales_changed', 'o', packed, 'c', case_packed,
+local kind_of_event = case[C_REFUND_STATUS] == 'pending' and 'refund_requested' or 'return_received'
+redis.call('XADD', stream_key, '*', 'k', kind_of_event, 'o', packed, 'c', case_packed,
   'm', cmsgpack.pack(movements), 't', string.format('%d', now_ms))
 return {CODE_DONE, case_packed, packed}

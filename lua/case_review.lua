@@ -21,7 +21,8 @@ ARGV[3]  note (may be "")
 Returns {code, case document or "", order document or ""}
   code 1 decided   2 case not found   3 the case is not awaiting review (unchanged)
 Mirrored by reservation.outcomes.CaseCode. Layouts: case_open.lua, ship.lua.
-Event: k after_sales_changed, o order, c case, m {}, t now_ms.
+Event: k refund_requested (a refund_only case approved: its refund is pending), else
+after_sales_approved / after_sales_rejected; o order, c case, m {}, t now_ms.
 ]]
 
 local CODE_DONE, CODE_NOT_FOUND, CODE_NOT_ALLOWED = 1, 2, 3
@@ -65,6 +66,8 @@ case[C_VERSION] = case[C_VERSION] + 1
 case[C_UPDATED] = now_ms
 case_packed = cmsgpack.pack(case)
 redis.call('SET', case_key, case_packed)
-redis.call('XADD', stream_key, '*', 'k', 'after_sales_changed', 'o', packed, 'c', case_packed,
+local kind_of_event = decision == 'reject' and 'after_sales_rejected' or 'after_sales_approved'
+if case[C_REFUND_STATUS] == 'pending' then kind_of_event = 'refund_requested' end
+redis.call('XADD', stream_key, '*', 'k', kind_of_event, 'o', packed, 'c', case_packed,
   'm', cmsgpack.pack({}), 't', string.format('%d', now_ms))
 return {CODE_DONE, case_packed, packed}

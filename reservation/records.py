@@ -200,7 +200,8 @@ ORDER_EVENT_KINDS = frozenset(
     {
         "order_created", "order_paid", "order_cancelled", "order_refund_pending",
         "shipment_shipped", "shipment_tracked", "order_completed", "order_after_sales_closed",
-        "after_sales_opened", "after_sales_changed", "order_refunded",
+        "after_sales_opened", "after_sales_approved", "after_sales_rejected", "return_received", "refund_requested",
+        "refund_succeeded", "exchange_shipped", "order_refunded",
     }
 )  # fmt: skip
 

@@ -302,6 +302,10 @@ async def test_cases_and_refunds_reach_postgres_and_the_ledger_sums_to_the_count
         refunds = await connection.fetch("SELECT refund_id, amount, status FROM refunds ORDER BY refund_id")
         orders_rows = await connection.fetch("SELECT order_id, status, refunded_amount FROM orders ORDER BY order_id")
         kinds = await connection.fetch("SELECT kind, sum(qty) AS n FROM stock_movements GROUP BY kind ORDER BY kind")
+        feed = await connection.fetch(
+            "SELECT payload->'case'->>'case_id' AS case_id, kind FROM events WHERE payload ? 'case'"
+            " ORDER BY stream_ms, stream_seq"
+        )
     finally:
         await connection.close()
     assert {r["case_id"]: (r["kind"], r["status"], r["amount"]) for r in cases} == {
@@ -318,6 +322,14 @@ async def test_cases_and_refunds_reach_postgres_and_the_ledger_sums_to_the_count
         before_shipment.order_id: ("cancelled", 0),
     }
     assert {r["kind"]: r["n"] for r in kinds}["restock"] == 2
+    steps: dict[str, list[str]] = {}
+    for row in feed:
+        steps.setdefault(row["case_id"], []).append(row["kind"])
+    assert steps == {  # the integration feed: what the payment system and others act on
+        exchange.case_id: ["after_sales_opened", "after_sales_approved", "return_received", "exchange_shipped"],
+        refund.case_id: ["after_sales_opened", "after_sales_approved", "refund_requested", "refund_succeeded"],
+        early.case_id: ["refund_requested"],
+    }
 
 
 async def test_recover_rebuilds_every_case_and_the_orders_that_name_them(
