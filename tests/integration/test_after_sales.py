@@ -385,3 +385,35 @@ async def test_of_two_cases_opened_at_once_exactly_one_wins(
     assert {problem.status for problem in refused} == {409}
     current = await orders.get(order.order_id)
     assert current.case_ids == (opened[0][0].case_id,)
+
+
+async def test_a_case_ending_without_refund_puts_the_order_back_on_its_timer(
+    stocked: None,
+    orders: OrderService,
+    lifecycle: LifecycleService,
+    after_sales: AfterSalesService,
+    store: RedisStore,
+    settings: Settings,
+    clock: ManualClock,
+) -> None:
+    sweeper = Sweeper(store, settings, clock)
+    shipped = await shipped_order(orders, lifecycle, {"s1": 1}, "k1")  # exchanged while shipped
+    completed = await shipped_order(orders, lifecycle, {"s1": 1}, "k2")  # case rejected while completed
+    await lifecycle.confirm_receipt(completed.order_id)
+    exchange, _ = await after_sales.open(shipped.order_id, case_in("exchange", {"s1": 1}))
+    rejected, _ = await after_sales.open(completed.order_id, case_in("return_refund", {"s1": 1}))
+    await after_sales.review(exchange.case_id, "approve", ReviewIn())
+    await after_sales.receive_return(exchange.case_id, ReturnIn(warehouse_id="w1"))
+
+    clock.advance(15 * DAY_MS)  # both deadlines pass while the cases are open: nothing happens to them
+    assert await sweeper.run_once() == 0
+    assert await store.due_members(store.keys.confirm_due, now_ms=clock.now_ms, count_max=10) == []
+    assert await store.due_members(store.keys.window_due, now_ms=clock.now_ms, count_max=10) == []
+
+    await after_sales.ship_exchange(exchange.case_id, ShipIn(carrier="UPS", tracking_number="X1"))
+    await after_sales.review(rejected.case_id, "reject", ReviewIn())
+    assert (await orders.get(shipped.order_id)).status == "shipped"
+    assert (await orders.get(completed.order_id)).status == "completed"
+    assert await sweeper.run_once() == 1  # one confirmed automatically, one window closed
+    assert (await orders.get(shipped.order_id)).completion == "auto"
+    assert (await orders.get(completed.order_id)).after_sales_closed
