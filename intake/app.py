@@ -26,6 +26,14 @@ from intake.controllers import (
     PaymentCallbackController,
 )
 from intake.hot_path import HotEndpoint, HotIntake
+from intake.lifecycle import (
+    CaseController,
+    OrderCasesController,
+    OrderRefundController,
+    SettingsController,
+    ShipmentController,
+)
+from intake.lifecycle_service import AfterSalesService, LifecycleService, OrderLookup, OrderQueryService
 from intake.openapi import refine_openapi
 from intake.problems import EXCEPTION_HANDLERS
 from intake.service import AuditReader, AuditService, CatalogService, Clock, OrderService
@@ -39,6 +47,7 @@ DatabaseCheckFactory = Callable[[], AbstractAsyncContextManager[DatabaseCheck]]
 ClientSource = Callable[[], Awaitable[dict[bytes, tuple[str, frozenset[str]]]]]
 ClientSourceFactory = Callable[[], AbstractAsyncContextManager[ClientSource]]
 AuditReaderFactory = Callable[[], AbstractAsyncContextManager[AuditReader]]
+OrderIndexFactory = Callable[[], AbstractAsyncContextManager[OrderLookup]]
 
 READINESS_TIMEOUT_S = 2.0
 logger = logging.getLogger("rushgate.intake")
@@ -69,6 +78,7 @@ def create_app(
     database_check: DatabaseCheckFactory | None = None,
     client_source: ClientSourceFactory | None = None,
     audit_reader: AuditReaderFactory | None = None,
+    order_index: OrderIndexFactory | None = None,
 ) -> Litestar:
     """An app for these settings; Redis, the database probe, the client list and the audit reader open in its
     lifespan (without an audit reader, GET /v1/audit answers 503)."""
@@ -95,10 +105,14 @@ def create_app(
             app.state.order_service = orders
             app.state.catalog_service = CatalogService(store, clock)
             app.state.audit_service = AuditService(None)
+            app.state.lifecycle_service = LifecycleService(store, settings, clock)
+            app.state.after_sales_service = AfterSalesService(store, clock)
             try:
                 async with contextlib.AsyncExitStack() as stack:
                     check = await stack.enter_async_context(database_check()) if database_check else None
                     app.state.readiness = _readiness(store, check)
+                    lookup = await stack.enter_async_context(order_index()) if order_index else None
+                    app.state.order_query_service = OrderQueryService(store, lookup)
                     if client_source is not None:
                         source = await stack.enter_async_context(client_source())
                         await load_clients(registry, source)
@@ -122,6 +136,11 @@ def create_app(
             AuditController,
             MetricsController,
             HealthController,
+            ShipmentController,
+            OrderCasesController,
+            CaseController,
+            OrderRefundController,
+            SettingsController,
         ],
         lifespan=[lifespan],
         middleware=[DefineMiddleware(BearerAuthMiddleware, registry=registry)],

@@ -38,11 +38,16 @@ def required_scopes(method: str, path: str) -> frozenset[str] | None:
     if path.startswith("/v1/orders"):
         if method in ("GET", "HEAD"):
             return frozenset({"gateway", "read", "admin"})
-        if path.endswith("/payment"):
+        if path.endswith(("/payment", "/refund")):  # the payment system reports payments and refunds
             return frozenset({"payments", "gateway", "admin"})
         return frozenset({"gateway", "admin"})
     if path.startswith("/v1/audit"):
         return frozenset({"admin"})  # who operates the service is not for read-only dashboards
+    if path.startswith("/v1/after-sales/"):
+        if method in ("GET", "HEAD"):
+            return frozenset({"gateway", "read", "admin"})  # a storefront shows its customer the case
+        if path.endswith("/refund"):
+            return frozenset({"payments", "admin"})  # the payment system paid the refund out
     if path.startswith("/v1/"):
         if method in ("GET", "HEAD"):
             return frozenset({"admin", "read"})

@@ -12,6 +12,7 @@ from intake import hot_path
 from intake.auth import client_id_of
 from intake.callbacks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from intake.codec import decode_body, read_body, read_optional_body
+from intake.order_queries import CursorQuery, CustomerIdQuery, LimitQuery, StatusQuery, list_customer_orders
 from intake.problems import PROBLEM_MEDIA_TYPE
 from intake.schemas import (
     IDEMPOTENCY_KEY_PATTERN,
@@ -26,7 +27,9 @@ from intake.schemas import (
     DispatchIn,
     DispatchOut,
     HealthOut,
+    OrderDetailOut,
     OrderOut,
+    OrdersPageOut,
     PaymentCallbackIn,
     PaymentIn,
     Problem,
@@ -41,7 +44,7 @@ from intake.schemas import (
     WarehouseOut,
 )
 from intake.service import AuditService, CatalogService, OrderService
-from intake.views import order_out, render_metrics
+from intake.views import order_detail_out, order_out, render_metrics
 from reservation.audit import AUDIT_PAGE_SIZE_MAX
 from reservation.keys import PERSISTER_GROUP
 from rushgate.settings import Settings
@@ -124,8 +127,8 @@ class OrderController(Controller):
         summary="Current state of an order",
         responses=problems(400, 401, 404),
     )
-    async def get_order(self, request: Request[Any, Any, Any], order_id: PathId) -> OrderOut:
-        return order_out(await _orders(request).get(order_id))
+    async def get_order(self, request: Request[Any, Any, Any], order_id: PathId) -> OrderDetailOut:
+        return order_detail_out(await _orders(request).get(order_id))
 
     @post(
         "/{order_id:str}/cancel",
@@ -149,6 +152,24 @@ class OrderController(Controller):
     async def pay_order(self, request: Request[Any, Any, Any], order_id: PathId) -> OrderOut:
         data = await read_body(request, PaymentIn)
         return order_out(await _orders(request).pay(order_id, data))
+
+    @get(
+        "/",
+        operation_id="listOrders",
+        summary="A customer's orders, newest first, optionally of one status; cursor pagination",
+        description="Postgres is the index, merged with orders not persisted yet, so an order shows the moment "
+        "it is made; each order is answered as it is now.",
+        responses=problems(400, 401, 503),
+    )
+    async def list_orders(
+        self,
+        request: Request[Any, Any, Any],
+        customer_id: CustomerIdQuery,
+        status: StatusQuery = None,
+        cursor: CursorQuery = None,
+        limit: LimitQuery = 20,
+    ) -> OrdersPageOut:
+        return await list_customer_orders(request, customer_id, status, cursor, limit)
 
 
 class BatchController(Controller):

@@ -21,12 +21,17 @@ from intake.schemas import (
     BatchIn,
     BlockIn,
     CancelIn,
+    CaseIn,
     DispatchIn,
     OrderIn,
     PaymentCallbackIn,
     PaymentIn,
+    ReturnIn,
+    ReviewIn,
+    ShipIn,
     SkuIn,
     StockSetIn,
+    TrackEventIn,
     TransferIn,
     WarehouseIn,
 )
@@ -44,7 +49,15 @@ BODIES: dict[str, type[msgspec.Struct]] = {
     "adjustStock": AdjustmentIn,
     "transferStock": TransferIn,
     "blockCustomer": BlockIn,
+    "shipShipment": ShipIn,
+    "trackShipment": TrackEventIn,
+    "openCase": CaseIn,
+    "approveCase": ReviewIn,
+    "rejectCase": ReviewIn,
+    "receiveReturn": ReturnIn,
+    "shipExchange": ShipIn,
 }
+OPTIONAL_BODIES = frozenset({"cancelOrder", "approveCase", "rejectCase"})
 MSGPACK_OPERATIONS = frozenset({"createOrder", "createOrders"})
 REF_TEMPLATE = "#/components/schemas/{name}"
 
@@ -66,5 +79,5 @@ def refine_openapi(app: Litestar) -> None:
             content = {"application/json": {"schema": reference}}
             if operation["operationId"] in MSGPACK_OPERATIONS:
                 content[MSGPACK_MEDIA_TYPE] = {"schema": reference}
-            required = operation["operationId"] != "cancelOrder"
+            required = operation["operationId"] not in OPTIONAL_BODIES
             operation["requestBody"] = {"content": content, "required": required}

@@ -16,6 +16,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
 from intake.schemas import Problem
+from orders.states import InvalidTransition
 from reservation.store import RedisError, ResponseError
 
 PROBLEM_BASE = "https://rushgate.dev/problems/"
@@ -42,6 +43,9 @@ TITLES = {
     "payment-id-reused": "The payment id was already used for another order or amount",
     "refund-pending": "The order was cancelled; the payment is recorded for refund",
     "invalid-transition": "The order cannot do that in its current status",
+    "track-full": "The shipment's logistics track holds as many events as it may",
+    "after-sales-window-closed": "The after-sales window of this order has closed",
+    "nothing-to-refund": "Everything paid for this order was refunded already",
     "stock-conflict": "The stock changed or would fall below what is held",
     "insufficient-stock": "Not enough available stock",
     "backlog-full": "Too many events wait to be persisted",
@@ -63,6 +67,11 @@ class ProblemError(Exception):
         self.detail = detail
         self.extensions = extensions
         self.headers: dict[str, str] = {}
+
+
+def invalid_transition(error: InvalidTransition, **extensions: Any) -> ProblemError:
+    """The 409 for a transition the state machine refuses; it names the order's current status."""
+    return ProblemError(409, "invalid-transition", str(error), current_status=str(error.status), **extensions)
 
 
 _problem_encoder = msgspec.json.Encoder()

@@ -36,6 +36,9 @@ class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
     sku: str | None = None
     order_id: str | None = None
     current_on_hand: int | None = None
+    current_status: str | None = None
+    shipment_id: str | None = None
+    case_id: str | None = None
     errors: list[str] | None = None
 
 
@@ -96,11 +99,35 @@ class ShipmentItemOut(msgspec.Struct, frozen=True):
     qty: int
 
 
+class TrackEventOut(msgspec.Struct, frozen=True):
+    status: str
+    location: str
+    occurred_at: datetime
+    recorded_at: datetime
+
+
 class ShipmentOut(msgspec.Struct, frozen=True):
     shipment_id: str
     warehouse_id: str
     merchant_id: str
     items: list[ShipmentItemOut]
+
+
+class ShipmentDetailOut(ShipmentOut, frozen=True, omit_defaults=True):
+    """A sub-order with its lifecycle: status "shipped", carrier, tracking number and track once it
+    has shipped (a pending shipment renders exactly as in the intake body, status omitted)."""
+
+    status: Literal["pending", "shipped"] = "pending"
+    carrier: str | None = None
+    tracking_number: str | None = None
+    shipped_at: datetime | None = None
+    track: list[TrackEventOut] | None = None
+    exception: str | None = None  # the latest track event, when it is an exception (lost, delayed, ...)
+
+
+class LogisticsExceptionOut(msgspec.Struct, frozen=True):
+    shipment_id: str
+    status: str
 
 
 class PaymentOut(msgspec.Struct, frozen=True):
@@ -111,13 +138,16 @@ class PaymentOut(msgspec.Struct, frozen=True):
 
 
 class RefundOut(msgspec.Struct, frozen=True):
-    status: Literal["refund_pending"]
+    status: Literal["refund_pending", "refunded"]
     amount: int
+
+
+OrderStatusName = Literal["pending_payment", "paid", "shipped", "completed", "cancelled", "after_sales", "closed"]
 
 
 class OrderOut(msgspec.Struct, frozen=True, omit_defaults=True):
     order_id: str
-    status: Literal["pending_payment", "paid", "cancelled"]
+    status: OrderStatusName
     customer_id: str
     region: str
     order_type: str
@@ -130,6 +160,24 @@ class OrderOut(msgspec.Struct, frozen=True, omit_defaults=True):
     cancel_reason: Literal["customer", "merchant", "payment_timeout"] | None = None
     payment: PaymentOut | None = None
     refund: RefundOut | None = None
+
+
+class OrderDetailOut(OrderOut, frozen=True, omit_defaults=True):
+    """The order with its lifecycle after payment (GET and every lifecycle endpoint).
+
+    A separate type so the intake body (OrderOut) costs what it did before the lifecycle.
+    """
+
+    shipments: list[ShipmentDetailOut]  # type: ignore[assignment]  # narrows the field; msgspec allows it
+    shipped_at: datetime | None = None
+    auto_confirm_at: datetime | None = None
+    completed_at: datetime | None = None
+    completion: Literal["customer", "auto"] | None = None
+    after_sales_until: datetime | None = None
+    after_sales_closed: bool = False
+    logistics_exceptions: list[LogisticsExceptionOut] | None = None
+    refunded_amount: int = 0
+    case_ids: list[str] | None = None
 
 
 class BatchResultOut(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -267,3 +315,104 @@ class AuditPageOut(msgspec.Struct, frozen=True):
 
     entries: list[AuditEntryOut]
     next_cursor: str | None
+
+
+class ShipIn(RequestBody):
+    carrier: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    tracking_number: Annotated[str, msgspec.Meta(pattern=r"^[!-~]{1,64}$", description="1-64 printable ASCII")]
+
+
+class TrackEventIn(RequestBody):
+    status: Annotated[
+        str,
+        msgspec.Meta(
+            pattern=r"^[a-z][a-z_]{0,31}$",
+            description="carrier status, e.g. in_transit, out_for_delivery, delivered; exceptions: "
+            "lost, delayed, damaged, returned_to_sender",
+        ),
+    ]
+    location: Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
+    occurred_at: Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 with an offset")]
+
+
+class CaseItemIn(RequestBody):
+    sku: Identifier
+    qty: Qty
+
+
+class CaseIn(RequestBody):
+    kind: Literal["refund_only", "return_refund", "exchange"]
+    items: Annotated[list[CaseItemIn], msgspec.Meta(min_length=1, max_length=ORDER_ITEMS_MAX)]
+    reason: Text
+
+
+class ReviewIn(RequestBody):
+    note: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+
+class ReturnIn(RequestBody):
+    warehouse_id: Identifier
+    damaged: bool = False
+
+
+class CaseItemOut(msgspec.Struct, frozen=True):
+    sku: str
+    qty: int
+    unit_price: int
+
+
+class ReplacementOut(msgspec.Struct, frozen=True):
+    sku: str
+    warehouse_id: str
+    qty: int
+
+
+class CaseRefundOut(msgspec.Struct, frozen=True):
+    refund_id: str
+    amount: int
+    reason: str
+    status: Literal["pending", "succeeded"]
+
+
+class CaseOut(msgspec.Struct, frozen=True, omit_defaults=True):
+    case_id: str
+    order_id: str
+    customer_id: str
+    kind: Literal["refund_only", "return_refund", "exchange"]
+    status: Literal[
+        "awaiting_review", "awaiting_return", "awaiting_refund", "awaiting_exchange_return", "exchange_shipping",
+        "exchange_sold_out", "succeeded", "rejected",
+    ]  # fmt: skip
+    items: list[CaseItemOut]
+    reason: str
+    amount: int
+    created_at: datetime
+    updated_at: datetime
+    refund: CaseRefundOut | None = None
+    return_warehouse_id: str | None = None
+    damaged: bool = False
+    replacement: list[ReplacementOut] | None = None
+    sold_out_sku: str | None = None
+    note: str | None = None
+    carrier: str | None = None
+    tracking_number: str | None = None
+
+
+class CasesOut(msgspec.Struct, frozen=True):
+    cases: list[CaseOut]
+
+
+class OrdersPageOut(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One page of a customer's orders, newest first; pass next_cursor as cursor for the next page."""
+
+    orders: list[OrderDetailOut]
+    next_cursor: str | None = None
+
+
+class OrderTimeoutsOut(msgspec.Struct, frozen=True):
+    """The timers an order runs on, as this deployment sets them."""
+
+    flash_hold_ttl_s: int
+    normal_hold_ttl_s: int
+    auto_confirm_days: int
+    after_sales_window_days: int

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from intake.problems import ProblemError
+from intake.problems import ProblemError, invalid_transition
 from intake.schemas import (
     STOCK_MAX,
     AdjustmentIn,
@@ -39,6 +39,7 @@ from intake.schemas import (
     WarehouseIn,
     WarehouseOut,
 )
+from orders.states import InvalidTransition, OrderEvent, OrderStatus
 from reservation.audit import AuditEntry, AuditPage, AuditQuery, AuditUnavailable
 from reservation.clock import milliseconds_of, moment_of, wall_clock_ms
 from reservation.coalescer import Coalescer
@@ -263,7 +264,14 @@ class OrderService:
             raise ProblemError(404, "not-found", f"no order {order_id}", order_id=order_id)
         assert change.order is not None
         if change.code is CancelCode.NOT_CANCELLABLE:
-            raise ProblemError(409, "invalid-transition", f"order is {change.order.status}", order_id=order_id)
+            current = change.order
+            if current.status == "paid" and current.shipment_states:  # paid, but a shipment already left
+                raise ProblemError(
+                    409, "invalid-transition", "a shipment of this order has shipped",
+                    current_status=current.status, order_id=order_id,
+                )  # fmt: skip
+            error = InvalidTransition(OrderStatus(current.status), OrderEvent.CANCEL)
+            raise invalid_transition(error, order_id=order_id)
         return change.order
 
     async def pay(self, order_id: str, payment: PaymentIn) -> OrderRecord:

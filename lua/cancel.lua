@@ -21,13 +21,14 @@ ARGV[2]  order count N (each order at most once), then N orders, each:
 
 Returns one entry per order: {code, order document (msgpack) or ""}
   code 1 cancelled   2 already cancelled (unchanged)   3 not due (unchanged)
-  code 4 not found   5 not cancellable in its current status (unchanged)
+  code 4 not found   5 not cancellable in its current status, or a shipment left (unchanged)
 Mirrored by reservation.outcomes.CancelCode. Document layout: see reserve.lua.
 ]]
 
 local CODE_CANCELLED, CODE_ALREADY, CODE_NOT_DUE, CODE_NOT_FOUND, CODE_NOT_CANCELLABLE = 1, 2, 3, 4, 5
 local STATUS, CUSTOMER, EXPIRES, LINES, REASON = 2, 3, 7, 10, 11
 local PAID_AMOUNT, REFUND_STATUS, REFUND_AMOUNT, VERSION, UPDATED = 13, 16, 17, 18, 19
+local SHIPMENTS = 22  -- shipments that left (see ship.lua)
 
 local stream_key, expiry_key, sold_out_key = KEYS[1], KEYS[2], KEYS[3]
 local now_ms = tonumber(ARGV[1])
@@ -112,7 +113,8 @@ for index, order in ipairs(orders) do
   elseif order.due_only and (document[STATUS] ~= 'pending_payment' or document[EXPIRES] > now_ms) then
     if document[STATUS] ~= 'pending_payment' then redis.call('ZREM', expiry_key, order.order_id) end
     results[index] = {CODE_NOT_DUE, cmsgpack.pack(document)}
-  elseif document[STATUS] ~= 'pending_payment' and document[STATUS] ~= 'paid' then
+  elseif (document[STATUS] ~= 'pending_payment' and document[STATUS] ~= 'paid')
+      or (document[SHIPMENTS] and #document[SHIPMENTS] > 0) then  -- a shipment left: too late to cancel
     results[index] = {CODE_NOT_CANCELLABLE, cmsgpack.pack(document)}
   else
     results[index] = {CODE_CANCELLED, release(order)}

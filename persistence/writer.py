@@ -23,6 +23,7 @@ from reservation.clock import moment_of
 from reservation.records import (
     CONFIG_EVENT_TYPES,
     ORDER_EVENT_KINDS,
+    CaseRecord,
     ConfigAudit,
     CustomerBlock,
     DispatchPut,
@@ -32,6 +33,7 @@ from reservation.records import (
     StockAudit,
     StockChange,
     WarehousePut,
+    case_record_decoder,
     config_audit_decoder,
     movements_decoder,
     order_record_decoder,
@@ -54,6 +56,7 @@ class Event:
     order: OrderRecord | None
     movements: tuple[Movement, ...]
     data: msgspec.Struct | None
+    case: CaseRecord | None = None  # after-sales events carry their case
     audit: ConfigAudit | StockAudit | None = None  # who changed it and what it replaced (control plane)
 
     @property
@@ -69,17 +72,20 @@ def decode_entry(partition: int, entry_id: str, fields: dict[bytes, bytes]) -> E
     if kind in ORDER_EVENT_KINDS:
         order = order_record_decoder.decode(fields[b"o"])
         movements = movements_decoder.decode(fields[b"m"])
-        return Event(partition, stream_ms, stream_seq, kind, occurred_ms, order, movements, None)
+        case = case_record_decoder.decode(fields[b"c"]) if b"c" in fields else None
+        return Event(partition, stream_ms, stream_seq, kind, occurred_ms, order, movements, None, case)
     audit_field = fields.get(b"u")  # absent from events written before the audit log existed
     if kind == "stock_changed":
         change = stock_change_decoder.decode(fields[b"d"])
         stock_audit = stock_audit_decoder.decode(audit_field) if audit_field else None
-        return Event(partition, stream_ms, stream_seq, kind, occurred_ms, None, change.movements, change, stock_audit)
+        return Event(
+            partition, stream_ms, stream_seq, kind, occurred_ms, None, change.movements, change, audit=stock_audit
+        )
     struct_type = CONFIG_EVENT_TYPES.get(kind)
     assert struct_type is not None, f"unknown event kind {kind!r} at {entry_id}"
     data = msgspec.msgpack.decode(fields[b"d"], type=struct_type)
     config_audit = config_audit_decoder.decode(audit_field) if audit_field else None
-    return Event(partition, stream_ms, stream_seq, kind, occurred_ms, None, (), data, config_audit)
+    return Event(partition, stream_ms, stream_seq, kind, occurred_ms, None, (), data, audit=config_audit)
 
 
 PERMANENT_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
@@ -107,12 +113,16 @@ def _order_payload(order: OrderRecord, movements: tuple[Movement, ...]) -> dict[
     (an isinstance per value) was a fifth of the persister's time under load."""
     plain_order = asdict(order)
     plain_order["lines"] = [asdict(line) for line in order.lines]
+    plain_order["shipment_states"] = as_plain(order.shipment_states)  # empty until shipping: cheap
     return {"order": plain_order, "movements": [asdict(movement) for movement in movements]}
 
 
 def _payload(event: Event) -> str:
     if event.order is not None:
-        return _json.encode(_order_payload(event.order, event.movements)).decode()
+        body = _order_payload(event.order, event.movements)
+        if event.case is not None:
+            body["case"] = as_plain(event.case)
+        return _json.encode(body).decode()
     return _json.encode(as_plain(event.data)).decode()
 
 
@@ -126,23 +136,43 @@ ON CONFLICT DO NOTHING
 _UPSERT_ORDERS = """
 INSERT INTO orders (order_id, customer_id, region, order_type, status, cancel_reason, total, currency,
                     created_at, expires_at, payment_id, paid_amount, payment_method, paid_at,
-                    refund_status, refund_amount, idempotency_key, version, updated_at, fingerprint)
+                    refund_status, refund_amount, idempotency_key, version, updated_at, fingerprint,
+                    shipped_at, confirm_due_at, completed_at, completion, after_sales_until, after_sales_closed,
+                    previous_status, refunded_amount, logistics_exceptions)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
                      $8::text[], $9::timestamptz[], $10::timestamptz[], $11::text[], $12::bigint[], $13::text[],
                      $14::timestamptz[], $15::text[], $16::bigint[], $17::text[], $18::integer[],
-                     $19::timestamptz[], $20::text[])
+                     $19::timestamptz[], $20::text[], $21::timestamptz[], $22::timestamptz[], $23::timestamptz[],
+                     $24::text[], $25::timestamptz[], $26::boolean[], $27::text[], $28::bigint[], $29::jsonb[])
 ON CONFLICT (order_id) DO UPDATE SET
     status = excluded.status, cancel_reason = excluded.cancel_reason, expires_at = excluded.expires_at,
     payment_id = excluded.payment_id, paid_amount = excluded.paid_amount,
     payment_method = excluded.payment_method, paid_at = excluded.paid_at,
     refund_status = excluded.refund_status, refund_amount = excluded.refund_amount,
-    version = excluded.version, updated_at = excluded.updated_at
+    version = excluded.version, updated_at = excluded.updated_at,
+    shipped_at = excluded.shipped_at, confirm_due_at = excluded.confirm_due_at,
+    completed_at = excluded.completed_at, completion = excluded.completion,
+    after_sales_until = excluded.after_sales_until, after_sales_closed = excluded.after_sales_closed,
+    previous_status = excluded.previous_status, refunded_amount = excluded.refunded_amount,
+    logistics_exceptions = excluded.logistics_exceptions
 WHERE orders.version < excluded.version
 """
 
-_INSERT_SHIPMENTS = """
-INSERT INTO shipments (shipment_id, order_id, warehouse_id, merchant_id)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+_UPSERT_SHIPMENTS = """
+INSERT INTO shipments (shipment_id, order_id, warehouse_id, merchant_id, status, carrier, tracking_number,
+                       shipped_at, order_version)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                     $8::timestamptz[], $9::integer[])
+ON CONFLICT (shipment_id) DO UPDATE SET
+    status = excluded.status, carrier = excluded.carrier, tracking_number = excluded.tracking_number,
+    shipped_at = excluded.shipped_at, order_version = excluded.order_version
+WHERE shipments.order_version < excluded.order_version
+"""
+
+_INSERT_SHIPMENT_EVENTS = """
+INSERT INTO shipment_events (shipment_id, position, order_id, status, location, occurred_at, recorded_at)
+SELECT * FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+                     $7::timestamptz[])
 ON CONFLICT DO NOTHING
 """
 
@@ -160,6 +190,31 @@ SELECT * FROM unnest($1::integer[], $2::bigint[], $3::bigint[], $4::integer[], $
                      $7::text[], $8::integer[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[],
                      $13::text[], $14::text[], $15::text[], $16::timestamptz[])
 ON CONFLICT DO NOTHING
+"""
+
+_UPSERT_CASES = """
+INSERT INTO after_sales_cases (case_id, order_id, customer_id, kind, status, items, reason, amount,
+                               return_warehouse_id, damaged, replacement, sold_out_sku, note, carrier,
+                               tracking_number, created_at, updated_at, version)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::text[],
+                     $8::bigint[], $9::text[], $10::boolean[], $11::jsonb[], $12::text[], $13::text[], $14::text[],
+                     $15::text[], $16::timestamptz[], $17::timestamptz[], $18::integer[])
+ON CONFLICT (case_id) DO UPDATE SET
+    status = excluded.status, amount = excluded.amount, return_warehouse_id = excluded.return_warehouse_id,
+    damaged = excluded.damaged, replacement = excluded.replacement, sold_out_sku = excluded.sold_out_sku,
+    note = excluded.note, carrier = excluded.carrier, tracking_number = excluded.tracking_number,
+    updated_at = excluded.updated_at, version = excluded.version
+WHERE after_sales_cases.version < excluded.version
+"""
+
+_UPSERT_REFUNDS = """
+INSERT INTO refunds (refund_id, case_id, order_id, amount, reason, status, updated_at, case_version)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+                     $7::timestamptz[], $8::integer[])
+ON CONFLICT (refund_id) DO UPDATE SET
+    amount = excluded.amount, status = excluded.status, updated_at = excluded.updated_at,
+    case_version = excluded.case_version
+WHERE refunds.case_version < excluded.case_version
 """
 
 _INSERT_DEAD_LETTER = """
@@ -219,8 +274,27 @@ def _order_row(order: OrderRecord) -> tuple[Any, ...]:
         moment_of(order.expires_ms), order.payment_id or None, order.paid_amount if order.payment_id else None,
         order.payment_method or None, _optional_moment(order.paid_ms), order.refund_status or None,
         order.refund_amount if order.refund_status else None, order.idempotency_key, order.version,
-        moment_of(order.updated_ms), order.fingerprint or None,
+        moment_of(order.updated_ms), order.fingerprint or None, _optional_moment(order.shipped_ms),
+        _optional_moment(order.confirm_due_ms), _optional_moment(order.completed_ms), order.completion or None,
+        _optional_moment(order.after_sales_until_ms), order.after_sales_closed, order.previous_status or None,
+        order.refunded_amount, _json.encode(order.logistics_exceptions()).decode() if order.shipment_states else None,
     )  # fmt: skip
+
+
+def _case_row(case: CaseRecord) -> tuple[Any, ...]:
+    return (
+        case.case_id, case.order_id, case.customer_id, case.kind, case.status,
+        _json.encode([as_dict(item) for item in case.items]).decode(), case.reason, case.amount,
+        case.return_warehouse_id or None, case.damaged,
+        _json.encode([as_dict(line) for line in case.replacement]).decode(), case.sold_out_sku or None,
+        case.note or None, case.carrier or None, case.tracking_number or None, moment_of(case.created_ms),
+        moment_of(case.updated_ms), case.version,
+    )  # fmt: skip
+
+
+def as_dict(value: msgspec.Struct) -> dict[str, Any]:
+    result: dict[str, Any] = as_plain(value)
+    return result
 
 
 def _config_statement(event: Event) -> tuple[str, tuple[Any, ...]]:
@@ -244,6 +318,7 @@ async def write_events(connection: asyncpg.Connection, events: Sequence[Event]) 
     """Write one batch in one transaction; safe to call again with any of the same events."""
     event_rows = []
     latest_orders: dict[str, OrderRecord] = {}
+    latest_cases: dict[str, CaseRecord] = {}
     movement_rows = []
     for event in events:
         order_id = event.order.order_id if event.order is not None else None
@@ -255,6 +330,10 @@ async def write_events(connection: asyncpg.Connection, events: Sequence[Event]) 
             known = latest_orders.get(event.order.order_id)
             if known is None or known.version < event.order.version:
                 latest_orders[event.order.order_id] = event.order
+        if event.case is not None:
+            known_case = latest_cases.get(event.case.case_id)
+            if known_case is None or known_case.version < event.case.version:
+                latest_cases[event.case.case_id] = event.case
         request_id = reason = None
         if isinstance(event.data, StockChange):
             request_id, reason = event.data.request_id, event.data.reason
@@ -267,9 +346,21 @@ async def write_events(connection: asyncpg.Connection, events: Sequence[Event]) 
             )  # fmt: skip
     shipment_rows = []
     item_rows = []
+    track_rows = []
     for order in latest_orders.values():
         for shipment in order.shipments():
-            shipment_rows.append((shipment.shipment_id, order.order_id, shipment.warehouse_id, shipment.merchant_id))
+            state = order.shipped(shipment.shipment_id)
+            shipment_rows.append(
+                (shipment.shipment_id, order.order_id, shipment.warehouse_id, shipment.merchant_id,
+                 "shipped" if state else "pending", state.carrier if state else None,
+                 state.tracking_number if state else None, moment_of(state.shipped_ms) if state else None,
+                 order.version)
+            )  # fmt: skip
+            for position, track_event in enumerate(state.track if state else ()):
+                track_rows.append(
+                    (shipment.shipment_id, position, order.order_id, track_event.status, track_event.location,
+                     moment_of(track_event.occurred_ms), moment_of(track_event.recorded_ms))
+                )  # fmt: skip
             for line in order.lines:
                 if (line.merchant_id, line.warehouse_id) == (shipment.merchant_id, shipment.warehouse_id):
                     item_rows.append(
@@ -281,9 +372,21 @@ async def write_events(connection: asyncpg.Connection, events: Sequence[Event]) 
     async with connection.transaction():
         await connection.execute(_INSERT_EVENTS, *_columns(event_rows, 7))
         if latest_orders:
-            await connection.execute(_UPSERT_ORDERS, *_columns([_order_row(o) for o in latest_orders.values()], 20))
-            await connection.execute(_INSERT_SHIPMENTS, *_columns(shipment_rows, 4))
+            await connection.execute(_UPSERT_ORDERS, *_columns([_order_row(o) for o in latest_orders.values()], 29))
+            await connection.execute(_UPSERT_SHIPMENTS, *_columns(shipment_rows, 9))
             await connection.execute(_INSERT_ITEMS, *_columns(item_rows, 7))
+            if track_rows:
+                await connection.execute(_INSERT_SHIPMENT_EVENTS, *_columns(track_rows, 7))
+        if latest_cases:
+            cases = list(latest_cases.values())
+            await connection.execute(_UPSERT_CASES, *_columns([_case_row(case) for case in cases], 18))
+            refund_rows = [
+                (case.refund_id, case.case_id, case.order_id, case.amount, case.reason, case.refund_status,
+                 moment_of(case.updated_ms), case.version)
+                for case in cases
+                if case.refund_id
+            ]  # fmt: skip
+            await connection.execute(_UPSERT_REFUNDS, *_columns(refund_rows, 8))
         if movement_rows:
             await connection.execute(_INSERT_MOVEMENTS, *_columns(movement_rows, 16))
         for event in config_events:

@@ -61,6 +61,16 @@ class PartitionKeys:
         return f"{self.tag}:metrics"
 
     @property
+    def confirm_due(self) -> str:
+        """Shipped orders scored by when their receipt is confirmed automatically."""
+        return f"{self.tag}:confirm-due"
+
+    @property
+    def window_due(self) -> str:
+        """Completed orders scored by when their after-sales window closes."""
+        return f"{self.tag}:window-due"
+
+    @property
     def sweeper_lock(self) -> str:
         return f"{self.tag}:sweeper-lock"
 
@@ -87,6 +97,10 @@ class PartitionKeys:
 
     def payment(self, payment_id: str) -> str:
         return f"{self.tag}:payment:{payment_id}"
+
+    def case(self, case_id: str) -> str:
+        """An after-sales case; its id starts with its order's id, so it lives in the order's partition."""
+        return f"{self.tag}:case:{case_id}"
 
 
 class KeyTable:

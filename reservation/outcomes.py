@@ -69,3 +69,73 @@ class TransferCode(IntEnum):
     UNKNOWN_WAREHOUSE = 3
     INSUFFICIENT = 4
     ABOVE_MAX = 5
+
+
+class ShipCode(IntEnum):
+    """ship.lua."""
+
+    SHIPPED = 1
+    ALREADY_SHIPPED = 2
+    NOT_FOUND = 3
+    NO_SUCH_SHIPMENT = 4
+    NOT_PAID = 5
+
+
+class TrackCode(IntEnum):
+    """track.lua."""
+
+    RECORDED = 1
+    ALREADY_RECORDED = 2
+    NOT_FOUND = 3
+    NOT_SHIPPED = 4
+    TRACK_FULL = 5
+
+
+class ConfirmCode(IntEnum):
+    """confirm.lua, per order."""
+
+    COMPLETED = 1
+    ALREADY_COMPLETED = 2
+    NOT_DUE = 3
+    NOT_FOUND = 4
+    NOT_SHIPPED = 5
+
+
+class WindowCode(IntEnum):
+    """window_close.lua, per order."""
+
+    CLOSED = 1
+    UNCHANGED = 2
+    NOT_FOUND = 3
+    NOT_COMPLETED = 4
+
+
+class CaseOpenCode(IntEnum):
+    """case_open.lua."""
+
+    OPENED = 1
+    APPROVED = 2
+    NOT_FOUND = 3
+    NOT_ALLOWED = 4
+    ITEMS_INVALID = 5
+    WINDOW_CLOSED = 6
+    CASE_ID_TAKEN = 7
+    NOTHING_TO_REFUND = 8
+
+
+class OrderRefundCode(IntEnum):
+    """order_refund.lua."""
+
+    REFUNDED = 1
+    ALREADY_REFUNDED = 2
+    NOT_FOUND = 3
+    NOT_ALLOWED = 4
+
+
+class CaseCode(IntEnum):
+    """case_review.lua, case_return.lua, case_refund.lua, case_exchange_ship.lua."""
+
+    DONE = 1
+    NOT_FOUND = 2
+    NOT_ALLOWED = 3
+    UNKNOWN_WAREHOUSE = 4

@@ -29,6 +29,29 @@ class Shipment(msgspec.Struct, frozen=True):
     items: tuple[tuple[str, int], ...]
 
 
+class TrackEvent(msgspec.Struct, array_like=True, frozen=True):
+    """One logistics event of a shipment, as the carrier reported it."""
+
+    status: str
+    location: str
+    occurred_ms: int
+    recorded_ms: int
+
+
+class ShipmentState(msgspec.Struct, array_like=True, frozen=True):
+    """A shipment that left its warehouse, with its logistics track (oldest first)."""
+
+    shipment_id: str
+    carrier: str
+    tracking_number: str
+    shipped_ms: int
+    track: tuple[TrackEvent, ...] = ()
+
+
+EXCEPTION_TRACK_STATUSES = frozenset({"lost", "delayed", "damaged", "returned_to_sender"})
+"""Logistics statuses that need someone's attention; the latest one of a shipment is shown on the order."""
+
+
 class OrderRecord(msgspec.Struct, array_like=True, frozen=True):
     """The order document kept in Redis under the order key and carried by events."""
 
@@ -53,6 +76,18 @@ class OrderRecord(msgspec.Struct, array_like=True, frozen=True):
     updated_ms: int
     idempotency_key: str
     fingerprint: str = ""  # identity of the request body; "" in documents written before it was kept
+    # The lifecycle after payment (issue 4). Documents written by reserve.lua stop at fingerprint;
+    # every later script fills these in (see lua/ship.lua for the layout).
+    shipment_states: tuple[ShipmentState, ...] = ()
+    previous_status: str = ""  # the status before the open after-sales case
+    shipped_ms: int = 0  # when the last shipment left
+    confirm_due_ms: int = 0  # automatic confirmation of receipt, once shipped
+    completed_ms: int = 0
+    completion: str = ""  # "customer" | "auto"
+    after_sales_until_ms: int = 0  # end of the after-sales window, once completed
+    after_sales_closed: bool = False
+    refunded_amount: int = 0  # refunds recorded by after-sales cases, never above paid_amount
+    case_ids: tuple[str, ...] = ()
 
     @property
     def skus(self) -> list[str]:
@@ -71,6 +106,17 @@ class OrderRecord(msgspec.Struct, array_like=True, frozen=True):
             for number, ((merchant_id, warehouse_id), items) in enumerate(groups.items(), start=1)
         ]
 
+    def shipped(self, shipment_id: str) -> ShipmentState | None:
+        return next((state for state in self.shipment_states if state.shipment_id == shipment_id), None)
+
+    def logistics_exceptions(self) -> dict[str, str]:
+        """Shipment id -> exception status, for shipments whose latest event is an exception."""
+        return {
+            state.shipment_id: state.track[-1].status
+            for state in self.shipment_states
+            if state.track and state.track[-1].status in EXCEPTION_TRACK_STATUSES
+        }
+
     def quantities(self) -> dict[str, tuple[int, int]]:
         """Per SKU, in order of appearance: (qty over all warehouses, unit price)."""
         totals: dict[str, tuple[int, int]] = {}
@@ -78,6 +124,55 @@ class OrderRecord(msgspec.Struct, array_like=True, frozen=True):
             qty, _ = totals.get(line.sku, (0, line.unit_price))
             totals[line.sku] = (qty + line.qty, line.unit_price)
         return totals
+
+
+class CaseItem(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    sku: str
+    qty: int
+    unit_price: int
+
+
+class ReplacementLine(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """Units an exchange took for its replacement: committed in one warehouse."""
+
+    sku: str
+    warehouse_id: str
+    qty: int
+
+
+class CaseRecord(msgspec.Struct, array_like=True, frozen=True):
+    """An after-sales case, kept under its own key; layout in lua/case_open.lua."""
+
+    case_id: str
+    order_id: str
+    customer_id: str
+    kind: str  # refund_only | return_refund | exchange
+    status: str
+    items: tuple[CaseItem, ...]
+    reason: str
+    amount: int  # the refund, never above what the order paid less earlier refunds
+    created_ms: int
+    updated_ms: int
+    version: int
+    refund_id: str
+    refund_status: str  # "" | pending | succeeded
+    return_warehouse_id: str
+    damaged: bool
+    replacement: tuple[ReplacementLine, ...]
+    sold_out_sku: str
+    note: str
+    carrier: str
+    tracking_number: str
+
+    @property
+    def skus(self) -> list[str]:
+        return sorted({item.sku for item in self.items})
+
+
+OPEN_CASE_STATUSES = frozenset(
+    {"awaiting_review", "awaiting_return", "awaiting_refund", "awaiting_exchange_return", "exchange_shipping",
+     "exchange_sold_out"}
+)  # fmt: skip
 
 
 class Movement(msgspec.Struct, array_like=True, frozen=True, gc=False):
@@ -101,9 +196,17 @@ class StockChange(msgspec.Struct, array_like=True, frozen=True):
     movements: tuple[Movement, ...]
 
 
-ORDER_EVENT_KINDS = frozenset({"order_created", "order_paid", "order_cancelled", "order_refund_pending"})
+ORDER_EVENT_KINDS = frozenset(
+    {
+        "order_created", "order_paid", "order_cancelled", "order_refund_pending",
+        "shipment_shipped", "shipment_tracked", "order_completed", "order_after_sales_closed",
+        "after_sales_opened", "after_sales_approved", "after_sales_rejected", "return_received", "refund_requested",
+        "refund_succeeded", "exchange_shipped", "order_refunded",
+    }
+)  # fmt: skip
 
 order_record_decoder = msgspec.msgpack.Decoder(OrderRecord)
+case_record_decoder = msgspec.msgpack.Decoder(CaseRecord)
 movements_decoder = msgspec.msgpack.Decoder(tuple[Movement, ...])
 stock_change_decoder = msgspec.msgpack.Decoder(StockChange)
 

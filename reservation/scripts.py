@@ -18,6 +18,16 @@ SCRIPT_NAMES = (
     "stock_transfer",
     "config_put",
     "keys_exist",
+    "ship",
+    "track",
+    "confirm",
+    "window_close",
+    "case_open",
+    "case_review",
+    "case_return",
+    "case_refund",
+    "case_exchange_ship",
+    "order_refund",
 )
 
 

@@ -16,8 +16,27 @@ import redis.asyncio as redis_asyncio
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from reservation.keys import KeyTable, PartitionKeys
-from reservation.outcomes import CancelCode, PayCode, ReserveCode, StockCode, TransferCode
-from reservation.records import OrderRecord, order_record_decoder
+from reservation.outcomes import (
+    CancelCode,
+    CaseCode,
+    CaseOpenCode,
+    ConfirmCode,
+    OrderRefundCode,
+    PayCode,
+    ReserveCode,
+    ShipCode,
+    StockCode,
+    TrackCode,
+    TransferCode,
+    WindowCode,
+)
+from reservation.records import (
+    ORDER_EVENT_KINDS,
+    CaseRecord,
+    OrderRecord,
+    case_record_decoder,
+    order_record_decoder,
+)
 from reservation.scripts import Script, read_scripts
 
 __all__ = ["RedisError", "RedisStore", "ResponseError", "connect"]
@@ -61,7 +80,16 @@ class ReserveResult:
 class OrderChange:
     """Outcome of a cancel or payment: its code and the order as it is now."""
 
-    code: CancelCode | PayCode
+    code: CancelCode | PayCode | ShipCode | TrackCode | ConfirmCode | WindowCode | OrderRefundCode
+    order: OrderRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class CaseChange:
+    """Outcome of an after-sales step: its code, the case and its order as they are now."""
+
+    code: CaseOpenCode | CaseCode
+    case: CaseRecord | None
     order: OrderRecord | None
 
 
@@ -96,6 +124,10 @@ _orders_encoder = msgspec.msgpack.Encoder()
 
 def _decode_order(packed: bytes) -> OrderRecord | None:
     return order_record_decoder.decode(packed) if packed else None
+
+
+def _decode_case(packed: bytes) -> CaseRecord | None:
+    return case_record_decoder.decode(packed) if packed else None
 
 
 class RedisStore:
@@ -261,6 +293,142 @@ class RedisStore:
     async def expiry_backlog(self) -> int:
         return int(await self.client.zcard(self.keys.expiry))
 
+    # -- lifecycle after payment (shipments, receipt, after-sales window) ----------
+
+    async def ship(
+        self, order: OrderRecord, *, shipment_id: str, carrier: str, tracking_number: str, auto_confirm_ms: int,
+        now_ms: int,
+    ) -> OrderChange:  # fmt: skip
+        """Ship one shipment of an order read earlier (its SKU set never changes after intake)."""
+        keys = self.keys
+        skus = order.skus
+        script_keys = [keys.stream, keys.confirm_due, keys.order(order.order_id), *[keys.stock(sku) for sku in skus]]
+        args = [now_ms, order.order_id, shipment_id, carrier, tracking_number, auto_confirm_ms, len(skus), *skus]
+        code, packed = await self._call("ship", script_keys, args)
+        return OrderChange(ShipCode(code), _decode_order(packed))
+
+    async def track(
+        self, order_id: str, *, shipment_id: str, status: str, location: str, occurred_ms: int,
+        track_length_max: int, now_ms: int,
+    ) -> OrderChange:  # fmt: skip
+        script_keys = [self.keys.stream, self.keys.order(order_id)]
+        args = [now_ms, order_id, shipment_id, status, location, occurred_ms, track_length_max]
+        code, packed = await self._call("track", script_keys, args)
+        return OrderChange(TrackCode(code), _decode_order(packed))
+
+    async def confirm(
+        self, order_ids: Sequence[str], *, window_ms: int, now_ms: int, due_only: bool
+    ) -> list[OrderChange]:
+        """Confirm receipt of shipped orders (due_only: those whose automatic confirmation is due)."""
+        keys = self.keys
+        table = KeyTable([keys.stream, keys.confirm_due, keys.window_due])
+        args: list[Any] = [now_ms, window_ms, len(order_ids)]
+        for order_id in order_ids:
+            args += [table.index(keys.order(order_id)), order_id, "1" if due_only else "0"]
+        replies = await self._call("confirm", table.keys, args)
+        assert len(replies) == len(order_ids), "confirm.lua must answer once per order"
+        return [OrderChange(ConfirmCode(code), _decode_order(packed)) for code, packed in replies]
+
+    async def close_windows(self, order_ids: Sequence[str], *, now_ms: int) -> list[OrderChange]:
+        """Close the after-sales window of completed orders whose window-due score has passed."""
+        keys = self.keys
+        table = KeyTable([keys.stream, keys.window_due])
+        args: list[Any] = [now_ms, len(order_ids)]
+        for order_id in order_ids:
+            args += [table.index(keys.order(order_id)), order_id]
+        replies = await self._call("window_close", table.keys, args)
+        assert len(replies) == len(order_ids), "window_close.lua must answer once per order"
+        return [OrderChange(WindowCode(code), _decode_order(packed)) for code, packed in replies]
+
+    async def open_case(
+        self, order: OrderRecord, *, case_id: str, kind: str, reason: str, items: Sequence[tuple[str, int]],
+        now_ms: int,
+    ) -> CaseChange:  # fmt: skip
+        """Open a case on an order read earlier; case_id must be the next of the order (see case_open.lua)."""
+        keys = self.keys
+        skus = order.skus
+        script_keys = [
+            keys.stream, keys.sold_out, keys.order(order.order_id), keys.case(case_id),
+            keys.customer_counters(order.customer_id), *[keys.stock(sku) for sku in skus],
+            *[keys.case(existing) for existing in order.case_ids],
+        ]  # fmt: skip
+        args: list[Any] = [now_ms, case_id, kind, reason, len(skus), *skus, len(items)]
+        for sku, qty in items:
+            args += [sku, qty]
+        code, case_packed, packed = await self._call("case_open", script_keys, args)
+        return CaseChange(CaseOpenCode(code), _decode_case(case_packed), _decode_order(packed))
+
+    async def review_case(self, case: CaseRecord, *, decision: str, note: str, now_ms: int) -> CaseChange:
+        keys = self.keys
+        script_keys = [
+            keys.stream,
+            keys.confirm_due,
+            keys.window_due,
+            keys.order(case.order_id),
+            keys.case(case.case_id),
+        ]
+        code, case_packed, packed = await self._call("case_review", script_keys, [now_ms, decision, note])
+        return CaseChange(CaseCode(code), _decode_case(case_packed), _decode_order(packed))
+
+    async def receive_return(self, case: CaseRecord, *, warehouse_id: str, damaged: bool, now_ms: int) -> CaseChange:
+        keys = self.keys
+        skus = case.skus
+        script_keys = [
+            keys.stream, keys.sold_out, keys.warehouses, keys.dispatch, keys.order(case.order_id),
+            keys.case(case.case_id), *[key for sku in skus for key in (keys.stock(sku), keys.sku_config(sku))],
+        ]  # fmt: skip
+        args = [now_ms, warehouse_id, "1" if damaged else "0", len(skus), *skus]
+        code, case_packed, packed = await self._call("case_return", script_keys, args)
+        return CaseChange(CaseCode(code), _decode_case(case_packed), _decode_order(packed))
+
+    async def refund_case(self, case: CaseRecord, *, now_ms: int) -> CaseChange:
+        keys = self.keys
+        script_keys = [keys.stream, keys.order(case.order_id), keys.case(case.case_id)]
+        code, case_packed, packed = await self._call("case_refund", script_keys, [now_ms])
+        return CaseChange(CaseCode(code), _decode_case(case_packed), _decode_order(packed))
+
+    async def ship_exchange(self, case: CaseRecord, *, carrier: str, tracking_number: str, now_ms: int) -> CaseChange:
+        keys = self.keys
+        skus = sorted({line.sku for line in case.replacement})
+        script_keys = [
+            keys.stream, keys.confirm_due, keys.window_due, keys.order(case.order_id), keys.case(case.case_id),
+            *[keys.stock(sku) for sku in skus],
+        ]  # fmt: skip
+        args = [now_ms, carrier, tracking_number, len(skus), *skus]
+        code, case_packed, packed = await self._call("case_exchange_ship", script_keys, args)
+        return CaseChange(CaseCode(code), _decode_case(case_packed), _decode_order(packed))
+
+    async def refund_order(self, order_id: str, *, now_ms: int) -> OrderChange:
+        """Close a cancelled order whose pending refund the payment system paid out."""
+        code, packed = await self._call("order_refund", [self.keys.stream, self.keys.order(order_id)], [now_ms])
+        return OrderChange(OrderRefundCode(code), _decode_order(packed))
+
+    async def recent_orders(self, *, customer_id: str, entries_max: int) -> list[OrderRecord]:
+        """A customer's orders in the newest entries_max stream entries (at most: not yet persisted ones).
+
+        The stream keeps every entry until the persister acknowledged it, so an order Postgres does
+        not know yet is found here while the backlog is shorter than entries_max.
+        """
+        found: dict[str, OrderRecord] = {}
+        for _, fields in await self.client.xrevrange(self.keys.stream, count=entries_max):
+            if fields.get(b"k", b"").decode() not in ORDER_EVENT_KINDS:
+                continue
+            order = order_record_decoder.decode(fields[b"o"])
+            if order.customer_id == customer_id and order.order_id not in found:
+                found[order.order_id] = order
+        return list(found.values())
+
+    async def get_cases(self, case_ids: Sequence[str]) -> list[CaseRecord | None]:
+        if not case_ids:
+            return []
+        packed = await self.client.mget([self.keys.case(case_id) for case_id in case_ids])
+        return [_decode_case(item) if item else None for item in packed]
+
+    async def due_members(self, key: str, *, now_ms: int, count_max: int) -> list[str]:
+        """Members of a deadline set scored <= now_ms, earliest first, at most count_max."""
+        members = await self.client.zrangebyscore(key, "-inf", now_ms, start=0, num=count_max)
+        return [member.decode() for member in members]
+
     # -- stock and configuration --------------------------------------------
 
     async def adjust_stock(
@@ -355,6 +523,7 @@ class RedisStore:
         bought: dict[str, dict[str, int]],
         idempotency: Sequence[tuple[str, OrderRecord, int]],
         payments: dict[str, tuple[str, int]],
+        cases: Sequence[CaseRecord] = (),
         chunk_size: int = 1000,
     ) -> None:
         """Write a whole partition's state at once, in pipelined chunks (recovery, not the hot path)."""
@@ -372,6 +541,10 @@ class RedisStore:
             commands.append(("set", keys.order(order.order_id), msgspec.msgpack.encode(order)))
             if order.status == "pending_payment":
                 commands.append(("zadd", keys.expiry, {order.order_id: order.expires_ms}))
+            elif order.status == "shipped":
+                commands.append(("zadd", keys.confirm_due, {order.order_id: order.confirm_due_ms}))
+            elif order.status == "completed" and not order.after_sales_closed:
+                commands.append(("zadd", keys.window_due, {order.order_id: order.after_sales_until_ms}))
         commands += [("hset", keys.customer_counters(customer), counts) for customer, counts in bought.items()]
         for idempotency_key, accepted, left_ms in idempotency:
             record = {"order_id": accepted.order_id, "fingerprint": accepted.fingerprint}
@@ -380,6 +553,7 @@ class RedisStore:
             commands.append(("pexpire", keys.idempotency(idempotency_key), left_ms))
         for payment_id, (order_id, amount) in payments.items():
             commands.append(("hset", keys.payment(payment_id), {"order_id": order_id, "amount": amount}))
+        commands += [("set", keys.case(case.case_id), msgspec.msgpack.encode(case)) for case in cases]
         for start in range(0, len(commands), chunk_size):
             pipeline = self.client.pipeline(transaction=False)
             for name, key, value in commands[start : start + chunk_size]:

@@ -1,6 +1,9 @@
-"""Expiry of unpaid holds: bounded sweeps over the partition's deadline set.
+"""Timers: bounded sweeps over the partition's deadline sets.
 
-Each sweep takes at most ``batch_size_max`` due orders and cancels them in one
+Unpaid holds expire (the expiry set); shipped orders nobody confirmed are confirmed
+automatically (confirm-due); completed orders' after-sales windows close (window-due).
+
+Each sweep takes at most ``batch_size_max`` due orders and handles them in one
 script call that re-checks every order (status and deadline), so a payment that
 lands between the read and the call wins, and two sweepers never release twice.
 A lock keeps concurrent sweepers from doing the same work; the script keeps them
@@ -9,7 +12,7 @@ correct even if the lock is lost.
 
 from __future__ import annotations
 
-from reservation.outcomes import CancelCode
+from reservation.outcomes import CancelCode, ConfirmCode, WindowCode
 from reservation.store import RedisStore
 
 
@@ -27,6 +30,24 @@ async def sweep_once(store: RedisStore, *, now_ms: int, batch_size_max: int) -> 
         return 0
     changes = await store.cancel(found, reason="payment_timeout", now_ms=now_ms, due_only=True)
     return sum(1 for change in changes if change.code is CancelCode.CANCELLED)
+
+
+async def confirm_due_once(store: RedisStore, *, now_ms: int, window_ms: int, batch_size_max: int) -> int:
+    """Confirm receipt of up to batch_size_max shipped orders whose automatic confirmation is due."""
+    due_ids = await store.due_members(store.keys.confirm_due, now_ms=now_ms, count_max=batch_size_max)
+    if not due_ids:
+        return 0
+    changes = await store.confirm(due_ids, window_ms=window_ms, now_ms=now_ms, due_only=True)
+    return sum(1 for change in changes if change.code is ConfirmCode.COMPLETED)
+
+
+async def close_windows_once(store: RedisStore, *, now_ms: int, batch_size_max: int) -> int:
+    """Close the after-sales window of up to batch_size_max completed orders whose window ended."""
+    due_ids = await store.due_members(store.keys.window_due, now_ms=now_ms, count_max=batch_size_max)
+    if not due_ids:
+        return 0
+    changes = await store.close_windows(due_ids, now_ms=now_ms)
+    return sum(1 for change in changes if change.code is WindowCode.CLOSED)
 
 
 async def sweep_until_clear(store: RedisStore, *, now_ms: int, batch_size_max: int) -> int:

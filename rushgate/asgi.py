@@ -12,6 +12,7 @@ from intake.app import create_app
 from persistence.audit import AuditReader, audit_reader
 from persistence.clients import scopes_reader
 from persistence.database import readiness_check
+from persistence.queries import order_index
 from rushgate.settings import load_settings, require_services
 
 
@@ -30,7 +31,13 @@ def create_app_from_environment() -> Litestar:
     def audit_source() -> AbstractAsyncContextManager[AuditReader]:
         return audit_reader(database_url)
 
-    return create_app(settings, database_check=database_check, client_source=client_source, audit_reader=audit_source)
+    return create_app(
+        settings,
+        database_check=database_check,
+        client_source=client_source,
+        audit_reader=audit_source,
+        order_index=lambda: order_index(database_url),
+    )
 
 
 __all__ = ["create_app_from_environment"]

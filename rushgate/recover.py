@@ -58,6 +58,7 @@ async def recover(store: RedisStore, settings: Settings, *, force: bool) -> Reco
         bought=snapshot.bought,
         idempotency=snapshot.idempotency,
         payments=snapshot.payments,
+        cases=snapshot.cases,
     )
     await store.ensure_group(PERSISTER_GROUP)
     return Recovered(

@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+DAY_MS = 86_400_000
+
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
@@ -63,6 +65,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     sweeper_batch_size_max: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
     sweeper_lock_ttl_ms: Annotated[int, msgspec.Meta(ge=100, le=600_000)] = 5000
 
+    auto_confirm_days: Annotated[int, msgspec.Meta(ge=1, le=365)] = 7
+    after_sales_window_days: Annotated[int, msgspec.Meta(ge=0, le=365)] = 15
+    track_length_max: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+
     @property
     def provider_secrets(self) -> dict[str, bytes]:
         return {name: secret.encode() for name, _, secret in (item.partition(":") for item in self.payment_providers)}
@@ -78,6 +84,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     @property
     def idempotency_ttl_ms(self) -> int:
         return self.idempotency_ttl_s * 1000
+
+    @property
+    def auto_confirm_ms(self) -> int:
+        return self.auto_confirm_days * DAY_MS
+
+    @property
+    def after_sales_window_ms(self) -> int:
+        return self.after_sales_window_days * DAY_MS
 
 
 _URL_VARIABLES = {"redis_url": "REDIS_URL", "database_url": "DATABASE_URL"}

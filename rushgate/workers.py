@@ -26,7 +26,7 @@ from persistence.writer import (
 from reservation.clock import wall_clock_ms
 from reservation.keys import PERSISTER_GROUP, PartitionKeys
 from reservation.store import RedisError, RedisStore, StreamEntry, connect
-from reservation.sweeper import sweep_once
+from reservation.sweeper import close_windows_once, confirm_due_once, sweep_once
 from rushgate.settings import Settings, require_services
 
 logger = logging.getLogger("rushgate.workers")
@@ -154,7 +154,7 @@ class Persister:
 
 
 class Sweeper:
-    """Releases expired holds; several may run, the lock picks one to do the work."""
+    """Releases expired holds and runs the lifecycle timers; several may run, the lock picks one to work."""
 
     def __init__(self, store: RedisStore, settings: Settings, clock: Callable[[], int] = wall_clock_ms) -> None:
         self.store = store
@@ -185,10 +185,19 @@ class Sweeper:
         return PartitionKeys(self.store.keys.partition).sweeper_lock
 
     async def run_once(self) -> int | None:
-        """One bounded sweep if this sweeper holds the lock; None when another one does."""
+        """One bounded sweep of each timer if this sweeper holds the lock; None when another one does.
+
+        Returns the most orders one timer handled: the batch size means that timer has more due.
+        """
         if not await self.store.acquire_lock(self.lock_key, self.owner, self.settings.sweeper_lock_ttl_ms):
             return None
-        return await sweep_once(self.store, now_ms=self.clock(), batch_size_max=self.settings.sweeper_batch_size_max)
+        now_ms, batch_size_max = self.clock(), self.settings.sweeper_batch_size_max
+        released = await sweep_once(self.store, now_ms=now_ms, batch_size_max=batch_size_max)
+        confirmed = await confirm_due_once(
+            self.store, now_ms=now_ms, window_ms=self.settings.after_sales_window_ms, batch_size_max=batch_size_max
+        )
+        closed = await close_windows_once(self.store, now_ms=now_ms, batch_size_max=batch_size_max)
+        return max(released, confirmed, closed)
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

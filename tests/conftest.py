@@ -30,8 +30,8 @@ ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 GATEWAY_TOKEN = "gateway-token-for-tests-0123456789"
 START_MS = 1_900_000_000_000  # a fixed "now" for explicit-clock tests
 TABLES = (
-    "stock_movements, order_items, shipments, orders, events, warehouses, dispatch_rules, skus, customer_blocks,"
-    " audit_log"
+    "stock_movements, order_items, shipment_events, shipments, refunds, after_sales_cases, orders, events,"
+    " warehouses, dispatch_rules, skus, customer_blocks, audit_log"
 )
 
 

@@ -72,6 +72,7 @@ def test_the_slot_function_follows_the_hash_tag_rules_of_the_spec() -> None:
 
 def test_the_inspection_finds_every_kind_of_key() -> None:
     expected = {"stream", "expiry", "dispatch", "warehouses", "blocklist", "sold_out", "metrics", "sweeper_lock"}
+    expected |= {"confirm_due", "window_due"}
     expected |= {
         "sku_config",
         "stock",
@@ -81,6 +82,7 @@ def test_the_inspection_finds_every_kind_of_key() -> None:
         "client_rate",
         "idempotency",
         "payment",
+        "case",
     }
 
     assert set(key_makers(PartitionKeys(0))) == expected

@@ -149,7 +149,7 @@ def test_an_order_record_is_an_array_in_the_field_order_the_scripts_use() -> Non
     assert packed == [
         order.order_id, "pending_payment", "customer-1", "eu-west", "flash", CREATED_MS, CREATED_MS + 1_800_000,
         3000, "EUR", [["sku-a", "wh-1", 3, 1000, "merchant-1"]], "", "pay-1", 0, "", 0, "", 0, 7, CREATED_MS, "key-1",
-        "",
+        "", [], "", 0, 0, 0, "", 0, False, 0, [],
     ]  # fmt: skip
 
 
@@ -157,13 +157,21 @@ def test_the_decoder_refuses_a_document_with_a_missing_field() -> None:
     packed = msgspec.msgpack.decode(msgspec.msgpack.encode(make_order()))
 
     with pytest.raises(msgspec.ValidationError):
-        order_record_decoder.decode(msgspec.msgpack.encode(packed[:-2]))
+        order_record_decoder.decode(msgspec.msgpack.encode(packed[:19]))
 
 
 def test_a_document_written_before_fingerprints_were_kept_still_decodes() -> None:
     packed = msgspec.msgpack.decode(msgspec.msgpack.encode(make_order()))
 
-    assert order_record_decoder.decode(msgspec.msgpack.encode(packed[:-1])).fingerprint == ""
+    assert order_record_decoder.decode(msgspec.msgpack.encode(packed[:20])).fingerprint == ""
+
+
+def test_a_document_as_reserve_lua_writes_it_decodes_with_an_empty_lifecycle() -> None:
+    order = make_order()
+    packed = msgspec.msgpack.decode(msgspec.msgpack.encode(order))
+
+    assert order_record_decoder.decode(msgspec.msgpack.encode(packed[:21])) == order
+    assert order.shipment_states == () and order.case_ids == () and not order.after_sales_closed
 
 
 # --- intake.views.order_out -------------------------------------------------------------------
@@ -424,3 +432,16 @@ def test_an_order_event_payload_names_every_field_of_the_order_its_lines_and_mov
     }  # fmt: skip
     assert payload["movements"][1]["reserved_delta"] == 1
     assert set(payload["order"]) == set(OrderRecord.__struct_fields__)
+
+
+def test_a_shipped_order_payload_names_its_shipments_and_their_tracks_too() -> None:
+    from persistence.writer import Event, _payload, as_plain
+    from reservation.records import ShipmentState, TrackEvent
+
+    track = (TrackEvent("in_transit", "Berlin", CREATED_MS + 5, CREATED_MS + 6),)
+    states = (ShipmentState("0001ba4f1e00a1b2c3d4e5f6-1", "dhl", "JD0001", CREATED_MS + 1, track),)
+    order = make_order(SPLIT_LINES, status="shipped", shipment_states=states, case_ids=("case-1",))
+    event = Event(0, CREATED_MS, 1, "order_shipped", CREATED_MS, order, (), None)
+    payload = json.loads(_payload(event))
+    assert payload == {"order": as_plain(order), "movements": []}
+    assert payload["order"]["shipment_states"][0]["track"][0]["location"] == "Berlin"
