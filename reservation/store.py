@@ -389,7 +389,9 @@ class RedisStore:
 
     async def ship_exchange(self, case: CaseRecord, *, carrier: str, tracking_number: str, now_ms: int) -> CaseChange:
         keys = self.keys
-        skus = sorted({line.sku for line in case.replacement})
+        # The case's items, not its replacement: a replacement is the same SKUs, and a case read
+        # before its return was received has no replacement yet (a race the script must not refuse).
+        skus = case.skus
         script_keys = [
             keys.stream, keys.confirm_due, keys.window_due, keys.order(case.order_id), keys.case(case.case_id),
             *[keys.stock(sku) for sku in skus],
