@@ -129,7 +129,7 @@ def _payload(event: Event) -> str:
 _INSERT_EVENTS = """
 INSERT INTO events (partition, stream_ms, stream_seq, kind, order_id, occurred_at, payload)
 SELECT * FROM unnest($1::integer[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
-                     $6::timestamptz[], $7::jsonb[])
+                     $6::timestamptz[], $7::json[])
 ON CONFLICT DO NOTHING
 """
 

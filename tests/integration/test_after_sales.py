@@ -303,7 +303,7 @@ async def test_cases_and_refunds_reach_postgres_and_the_ledger_sums_to_the_count
         orders_rows = await connection.fetch("SELECT order_id, status, refunded_amount FROM orders ORDER BY order_id")
         kinds = await connection.fetch("SELECT kind, sum(qty) AS n FROM stock_movements GROUP BY kind ORDER BY kind")
         feed = await connection.fetch(
-            "SELECT payload->'case'->>'case_id' AS case_id, kind FROM events WHERE payload ? 'case'"
+            "SELECT payload->'case'->>'case_id' AS case_id, kind FROM events WHERE payload::jsonb ? 'case'"
             " ORDER BY stream_ms, stream_seq"
         )
     finally:
