@@ -126,24 +126,38 @@ def _payload(event: Event) -> str:
     return _json.encode(as_plain(event.data)).decode()
 
 
-_INSERT_EVENTS = """
+def _rows_from_json(column_types: str) -> str:
+    """A SELECT of one row per element of $1, a JSON array of row arrays, cast column by column
+    to column_types (space-separated, in the order of the rows' values).
+
+    Rows travel as one JSON document instead of one array parameter per column: asyncpg checks
+    every array element against abc types, and for 1000 orders of 29 columns its encoding took
+    ~7 ms of the persister's CPU against ~0.7 ms for msgspec's JSON, while Postgres answered the
+    JSON form faster (jsonb parsed once, 12 vs 17 ms for the statement, measured here).
+    """
+    casts = ", ".join(f"(row->>{index})::{name}" for index, name in enumerate(column_types.split()))
+    return f"SELECT {casts} FROM jsonb_array_elements($1::jsonb) AS row"
+
+
+_INSERT_EVENTS = f"""
 INSERT INTO events (partition, stream_ms, stream_seq, kind, order_id, occurred_at, payload)
-SELECT * FROM unnest($1::integer[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
-                     $6::timestamptz[], $7::json[])
+{_rows_from_json("integer bigint bigint text text timestamptz json")}
 ON CONFLICT DO NOTHING
 """
 
-_UPSERT_ORDERS = """
+_UPSERT_ORDERS = f"""
 INSERT INTO orders (order_id, customer_id, region, order_type, status, cancel_reason, total, currency,
                     created_at, expires_at, payment_id, paid_amount, payment_method, paid_at,
                     refund_status, refund_amount, idempotency_key, version, updated_at, fingerprint,
                     shipped_at, confirm_due_at, completed_at, completion, after_sales_until, after_sales_closed,
                     previous_status, refunded_amount, logistics_exceptions)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
-                     $8::text[], $9::timestamptz[], $10::timestamptz[], $11::text[], $12::bigint[], $13::text[],
-                     $14::timestamptz[], $15::text[], $16::bigint[], $17::text[], $18::integer[],
-                     $19::timestamptz[], $20::text[], $21::timestamptz[], $22::timestamptz[], $23::timestamptz[],
-                     $24::text[], $25::timestamptz[], $26::boolean[], $27::text[], $28::bigint[], $29::jsonb[])
+{
+    _rows_from_json(
+        "text text text text text text bigint text timestamptz timestamptz text bigint text timestamptz text "
+        "bigint text integer timestamptz text timestamptz timestamptz timestamptz text timestamptz boolean "
+        "text bigint jsonb"
+    )
+}
 ON CONFLICT (order_id) DO UPDATE SET
     status = excluded.status, cancel_reason = excluded.cancel_reason, expires_at = excluded.expires_at,
     payment_id = excluded.payment_id, paid_amount = excluded.paid_amount,
@@ -158,47 +172,50 @@ ON CONFLICT (order_id) DO UPDATE SET
 WHERE orders.version < excluded.version
 """
 
-_UPSERT_SHIPMENTS = """
+_UPSERT_SHIPMENTS = f"""
 INSERT INTO shipments (shipment_id, order_id, warehouse_id, merchant_id, status, carrier, tracking_number,
                        shipped_at, order_version)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                     $8::timestamptz[], $9::integer[])
+{_rows_from_json("text text text text text text text timestamptz integer")}
 ON CONFLICT (shipment_id) DO UPDATE SET
     status = excluded.status, carrier = excluded.carrier, tracking_number = excluded.tracking_number,
     shipped_at = excluded.shipped_at, order_version = excluded.order_version
 WHERE shipments.order_version < excluded.order_version
 """
 
-_INSERT_SHIPMENT_EVENTS = """
+_INSERT_SHIPMENT_EVENTS = f"""
 INSERT INTO shipment_events (shipment_id, position, order_id, status, location, occurred_at, recorded_at)
-SELECT * FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-                     $7::timestamptz[])
+{_rows_from_json("text integer text text text timestamptz timestamptz")}
 ON CONFLICT DO NOTHING
 """
 
-_INSERT_ITEMS = """
+_INSERT_ITEMS = f"""
 INSERT INTO order_items (order_id, sku, warehouse_id, qty, unit_price, merchant_id, shipment_id)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::bigint[], $6::text[], $7::text[])
+{_rows_from_json("text text text integer bigint text text")}
 ON CONFLICT DO NOTHING
 """
 
-_INSERT_MOVEMENTS = """
+_INSERT_MOVEMENTS = f"""
 INSERT INTO stock_movements (partition, stream_ms, stream_seq, position, sku, warehouse_id, kind, qty,
                              available_delta, reserved_delta, committed_delta, on_hand_delta,
                              order_id, request_id, reason, occurred_at)
-SELECT * FROM unnest($1::integer[], $2::bigint[], $3::bigint[], $4::integer[], $5::text[], $6::text[],
-                     $7::text[], $8::integer[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[],
-                     $13::text[], $14::text[], $15::text[], $16::timestamptz[])
+{
+    _rows_from_json(
+        "integer bigint bigint integer text text text integer bigint bigint bigint bigint text text text timestamptz"
+    )
+}
 ON CONFLICT DO NOTHING
 """
 
-_UPSERT_CASES = """
+_UPSERT_CASES = f"""
 INSERT INTO after_sales_cases (case_id, order_id, customer_id, kind, status, items, reason, amount,
                                return_warehouse_id, damaged, replacement, sold_out_sku, note, carrier,
                                tracking_number, created_at, updated_at, version)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::text[],
-                     $8::bigint[], $9::text[], $10::boolean[], $11::jsonb[], $12::text[], $13::text[], $14::text[],
-                     $15::text[], $16::timestamptz[], $17::timestamptz[], $18::integer[])
+{
+    _rows_from_json(
+        "text text text text text jsonb text bigint text boolean jsonb text text text text timestamptz "
+        "timestamptz integer"
+    )
+}
 ON CONFLICT (case_id) DO UPDATE SET
     status = excluded.status, amount = excluded.amount, return_warehouse_id = excluded.return_warehouse_id,
     damaged = excluded.damaged, replacement = excluded.replacement, sold_out_sku = excluded.sold_out_sku,
@@ -207,10 +224,9 @@ ON CONFLICT (case_id) DO UPDATE SET
 WHERE after_sales_cases.version < excluded.version
 """
 
-_UPSERT_REFUNDS = """
+_UPSERT_REFUNDS = f"""
 INSERT INTO refunds (refund_id, case_id, order_id, amount, reason, status, updated_at, case_version)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
-                     $7::timestamptz[], $8::integer[])
+{_rows_from_json("text text text bigint text text timestamptz integer")}
 ON CONFLICT (refund_id) DO UPDATE SET
     amount = excluded.amount, status = excluded.status, updated_at = excluded.updated_at,
     case_version = excluded.case_version
@@ -262,9 +278,9 @@ ON CONFLICT (customer_id) DO UPDATE SET blocked = excluded.blocked, reason = exc
 """
 
 
-def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
-    """Rows to columns, the shape unnest() takes."""
-    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+def _json_rows(rows: Sequence[Sequence[Any]]) -> str:
+    """Rows as the JSON document _rows_from_json reads (datetimes as RFC 3339, None as null)."""
+    return _json.encode(rows).decode()
 
 
 def _order_row(order: OrderRecord) -> tuple[Any, ...]:
@@ -370,25 +386,25 @@ async def write_events(connection: asyncpg.Connection, events: Sequence[Event]) 
     config_events = sorted((event for event in events if event.data is not None and event.kind != "stock_changed"),
                            key=lambda event: event.position)  # fmt: skip
     async with connection.transaction():
-        await connection.execute(_INSERT_EVENTS, *_columns(event_rows, 7))
+        await connection.execute(_INSERT_EVENTS, _json_rows(event_rows))
         if latest_orders:
-            await connection.execute(_UPSERT_ORDERS, *_columns([_order_row(o) for o in latest_orders.values()], 29))
-            await connection.execute(_UPSERT_SHIPMENTS, *_columns(shipment_rows, 9))
-            await connection.execute(_INSERT_ITEMS, *_columns(item_rows, 7))
+            await connection.execute(_UPSERT_ORDERS, _json_rows([_order_row(o) for o in latest_orders.values()]))
+            await connection.execute(_UPSERT_SHIPMENTS, _json_rows(shipment_rows))
+            await connection.execute(_INSERT_ITEMS, _json_rows(item_rows))
             if track_rows:
-                await connection.execute(_INSERT_SHIPMENT_EVENTS, *_columns(track_rows, 7))
+                await connection.execute(_INSERT_SHIPMENT_EVENTS, _json_rows(track_rows))
         if latest_cases:
             cases = list(latest_cases.values())
-            await connection.execute(_UPSERT_CASES, *_columns([_case_row(case) for case in cases], 18))
+            await connection.execute(_UPSERT_CASES, _json_rows([_case_row(case) for case in cases]))
             refund_rows = [
                 (case.refund_id, case.case_id, case.order_id, case.amount, case.reason, case.refund_status,
                  moment_of(case.updated_ms), case.version)
                 for case in cases
                 if case.refund_id
             ]  # fmt: skip
-            await connection.execute(_UPSERT_REFUNDS, *_columns(refund_rows, 8))
+            await connection.execute(_UPSERT_REFUNDS, _json_rows(refund_rows))
         if movement_rows:
-            await connection.execute(_INSERT_MOVEMENTS, *_columns(movement_rows, 16))
+            await connection.execute(_INSERT_MOVEMENTS, _json_rows(movement_rows))
         for event in config_events:
             statement, arguments = _config_statement(event)
             await connection.execute(statement, *arguments)
