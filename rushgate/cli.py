@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--workers", type=int, default=None)
-    serve.add_argument("--server", choices=["uvicorn", "granian"], default=None, help="ASGI server (default granian)")
+    serve.add_argument("--server", choices=["uvicorn", "granian"], default=None, help="ASGI server (default uvicorn)")
 
     commands.add_parser("persister", help="stream -> Postgres writer")
     commands.add_parser("sweeper", help="releases expired holds")

@@ -38,7 +38,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     normal_hold_ttl_s: Annotated[int, msgspec.Meta(ge=1, le=30 * 86400)] = 86400
     idempotency_ttl_s: Annotated[int, msgspec.Meta(ge=60, le=30 * 86400)] = 86400
 
-    server: Literal["uvicorn", "granian"] = "granian"
+    server: Literal["uvicorn", "granian"] = "uvicorn"
 
     request_body_bytes_max: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     batch_body_bytes_max: Annotated[int, msgspec.Meta(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024

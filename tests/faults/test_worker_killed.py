@@ -23,16 +23,21 @@ KILL_AFTER = 300
 ATTEMPTS_MAX = 20
 
 
+@pytest.mark.parametrize("server_name", ["uvicorn", "granian"])
 async def test_retries_across_a_killed_worker_give_exactly_one_order_per_idempotency_key(
-    services: Services, store: RedisStore, tmp_path: Path
+    services: Services, store: RedisStore, tmp_path: Path, server_name: str
 ) -> None:
     command, port = serve_command(workers=2)
+    command += ["--server", server_name]
     with running(command, service_environment(services), tmp_path / "serve.log") as server:
         base_url = f"http://127.0.0.1:{port}"
         await wait_ready(base_url, server, tmp_path / "serve.log")
-        workers = [
-            child for child in psutil.Process(server.pid).children() if "resource_tracker" not in child.cmdline()
+        workers = [  # uvicorn also forks multiprocessing's resource tracker: not a worker
+            child
+            for child in psutil.Process(server.pid).children()
+            if not any("resource_tracker" in part for part in child.cmdline())
         ]
+        assert len(workers) == 2, [child.cmdline() for child in psutil.Process(server.pid).children()]
         # One connection per request, so a request lands on either worker, as behind a load balancer.
         async with httpx.AsyncClient(
             base_url=base_url, timeout=10, limits=httpx.Limits(max_keepalive_connections=0)
