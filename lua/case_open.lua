@@ -75,14 +75,7 @@ for index = 1, item_count do
   wanted[sku] = qty
 end
 
-local function extend(document)
-  local defaults = {[21] = '', [23] = '', [24] = 0, [25] = 0, [26] = 0, [27] = '', [28] = 0, [29] = false, [30] = 0}
-  for index = 21, 31 do
-    if document[index] == nil then
-      if index == 22 or index == 31 then document[index] = {} else document[index] = defaults[index] end
-    end
-  end
-end
+--!include order_document
 
 local packed = redis.call('GET', order_key)
 if not packed then return {CODE_NOT_FOUND, '', ''} end

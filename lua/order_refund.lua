@@ -26,14 +26,7 @@ local stream_key, order_key = KEYS[1], KEYS[2]
 local now_ms = tonumber(ARGV[1])
 if not now_ms or #KEYS ~= 2 or #ARGV ~= 1 then return redis.error_reply('ERR order_refund: malformed arguments') end
 
-local function extend(document)
-  local defaults = {[21] = '', [23] = '', [24] = 0, [25] = 0, [26] = 0, [27] = '', [28] = 0, [29] = false, [30] = 0}
-  for index = 21, 31 do
-    if document[index] == nil then
-      if index == 22 or index == 31 then document[index] = {} else document[index] = defaults[index] end
-    end
-  end
-end
+--!include order_document
 
 local packed = redis.call('GET', order_key)
 if not packed then return {CODE_NOT_FOUND, ''} end

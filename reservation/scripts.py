@@ -7,6 +7,7 @@ not the first order.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -41,7 +42,17 @@ class Script:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
 
+INCLUDE = re.compile(r"^--!include (\w+)$", re.MULTILINE)
+"""A script's line naming a piece of lua/lib/ to put in its place: Redis scripts cannot load
+code, so what several scripts share is spliced in here, before the SHA is taken."""
+
+
 def read_scripts() -> dict[str, Script]:
-    """Every script of the package, by name."""
+    """Every script of the package, by name, with its includes spliced in."""
     folder = resources.files("reservation") / "lua"
-    return {name: Script(name, (folder / f"{name}.lua").read_text()) for name in SCRIPT_NAMES}
+
+    def source(name: str) -> str:
+        text = (folder / f"{name}.lua").read_text()
+        return INCLUDE.sub(lambda match: (folder / "lib" / f"{match.group(1)}.lua").read_text().rstrip("\n"), text)
+
+    return {name: Script(name, source(name)) for name in SCRIPT_NAMES}
