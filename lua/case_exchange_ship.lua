@@ -24,8 +24,10 @@ Event: k exchange_shipped, o order, c case, m movements, t now_ms.
 ]]
 
 local CODE_DONE, CODE_NOT_FOUND, CODE_NOT_ALLOWED = 1, 2, 3
-local STATUS, VERSION, UPDATED, PREVIOUS, CONFIRM_DUE, WINDOW_UNTIL, WINDOW_CLOSED = 2, 18, 19, 23, 25, 28, 29
+local STATUS, VERSION, UPDATED = 2, 18, 19
 local C_STATUS, C_UPDATED, C_VERSION, C_REPLACEMENT, C_CARRIER, C_TRACKING = 5, 10, 11, 16, 19, 20
+
+--!include order_resume
 
 local stream_key, confirm_key, window_key, order_key, case_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now_ms, carrier, tracking_number, sku_count = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -56,12 +58,7 @@ end
 case[C_STATUS], case[C_CARRIER], case[C_TRACKING] = 'succeeded', carrier, tracking_number
 case[C_VERSION] = case[C_VERSION] + 1
 case[C_UPDATED] = now_ms
-document[STATUS], document[PREVIOUS] = document[PREVIOUS], ''
-if document[STATUS] == 'shipped' then
-  redis.call('ZADD', confirm_key, document[CONFIRM_DUE], document[1])
-elseif document[STATUS] == 'completed' and not document[WINDOW_CLOSED] then
-  redis.call('ZADD', window_key, document[WINDOW_UNTIL], document[1])
-end
+resume_previous_status(document, confirm_key, window_key)
 document[VERSION] = document[VERSION] + 1
 document[UPDATED] = now_ms
 case_packed = cmsgpack.pack(case)

@@ -26,8 +26,10 @@ after_sales_approved / after_sales_rejected; o order, c case, m {}, t now_ms.
 ]]
 
 local CODE_DONE, CODE_NOT_FOUND, CODE_NOT_ALLOWED = 1, 2, 3
-local STATUS, VERSION, UPDATED, PREVIOUS, CONFIRM_DUE, WINDOW_UNTIL, WINDOW_CLOSED = 2, 18, 19, 23, 25, 28, 29
+local STATUS, VERSION, UPDATED = 2, 18, 19
 local C_KIND, C_STATUS, C_UPDATED, C_VERSION, C_REFUND_ID, C_REFUND_STATUS, C_NOTE = 4, 5, 10, 11, 12, 13, 18
+
+--!include order_resume
 
 local stream_key, confirm_key, window_key, order_key, case_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now_ms, decision, note = tonumber(ARGV[1]), ARGV[2], ARGV[3]
@@ -50,12 +52,7 @@ if decision == 'approve' then
   if case[C_KIND] == 'refund_only' then case[C_REFUND_ID], case[C_REFUND_STATUS] = case[1] .. '-refund', 'pending' end
 else
   case[C_STATUS] = 'rejected'
-  document[STATUS], document[PREVIOUS] = document[PREVIOUS], ''
-  if document[STATUS] == 'shipped' then
-    redis.call('ZADD', confirm_key, document[CONFIRM_DUE], document[1])
-  elseif document[STATUS] == 'completed' and not document[WINDOW_CLOSED] then
-    redis.call('ZADD', window_key, document[WINDOW_UNTIL], document[1])
-  end
+  resume_previous_status(document, confirm_key, window_key)
   document[VERSION] = document[VERSION] + 1
   document[UPDATED] = now_ms
   packed = cmsgpack.pack(document)
