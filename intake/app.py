@@ -119,7 +119,13 @@ def create_app(
                         stack.push_async_callback(_stop_task, _refresh_clients(registry, source, settings, stop))
                     if audit_reader is not None:
                         app.state.audit_service = AuditService(await stack.enter_async_context(audit_reader()))
-                    yield
+                    try:
+                        yield
+                    finally:
+                        # Before the stack unwinds: the client refresher then ends by itself even when
+                        # its cancellation is lost (Python 3.11's wait_for can swallow a cancel that
+                        # races its inner future; the API then never finished shutting down).
+                        stop.set()
             finally:
                 stop.set()
                 await refresher
@@ -177,7 +183,8 @@ def _refresh_clients(
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), settings.clients_refresh_ms / 1000)
-            await load_clients(registry, source)
+            if not stop.is_set():
+                await load_clients(registry, source)
 
     return asyncio.create_task(refresh())
 
