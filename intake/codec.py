@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, TypeVar, cast
 
 import msgspec
-from litestar import Request, Response
+from litestar import Request
 
 from intake.problems import ProblemError
 
@@ -64,9 +64,3 @@ def encode_for(accept: str, body: msgspec.Struct) -> tuple[bytes, str]:
     if any(media_type in accept for media_type in MSGPACK_MEDIA_TYPES):
         return _msgpack_encoder.encode(body), MSGPACK_MEDIA_TYPE
     return _json_encoder.encode(body), JSON_MEDIA_TYPE
-
-
-def encoded_response(request: Request[Any, Any, Any], body: msgspec.Struct, status_code: int) -> Response[Any]:
-    """The body encoded for the request's Accept header."""
-    encoded, media_type = encode_for(request.headers.get("accept", ""), body)
-    return Response(encoded, status_code=status_code, media_type=media_type)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post, put
@@ -191,7 +192,9 @@ class BatchController(Controller):
         return await _reply(request, hot_path.create_orders)
 
 
-async def _reply(request: Request[Any, Any, Any], operation: Any, *header: str) -> Response[Any]:
+async def _reply(
+    request: Request[Any, Any, Any], operation: Callable[..., Awaitable[hot_path.Reply]], *header: str
+) -> Response[Any]:
     """An intake operation of intake/hot_path.py served through Litestar (same function, same answer)."""
     status, body, media_type, headers = await operation(
         _orders(request),

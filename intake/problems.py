@@ -92,12 +92,7 @@ def encode_problem(status: int, kind: str, detail: str | None = None, **extensio
 def problem_response(
     status: int, kind: str, detail: str | None = None, headers: dict[str, str] | None = None, **extensions: Any
 ) -> Response[bytes]:
-    return Response(
-        content=encode_problem(status, kind, detail, **extensions),
-        status_code=status,
-        media_type=PROBLEM_MEDIA_TYPE,
-        headers=headers,
-    )
+    return _response(status, encode_problem(status, kind, detail, **extensions), headers or {})
 
 
 def handle_problem(_: Request[Any, Any, Any], error: ProblemError) -> Response[bytes]:
@@ -138,11 +133,8 @@ def handle_http(_: Request[Any, Any, Any], error: HTTPException) -> Response[byt
     return problem_response(error.status_code, kind, error.detail, headers or None)
 
 
-def handle_redis(request: Request[Any, Any, Any], error: RedisError) -> Response[bytes]:
-    return _response(*render_error(error, f"{request.method} {request.url.path}"))
-
-
-def handle_bug(request: Request[Any, Any, Any], error: Exception) -> Response[bytes]:
+def handle_unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[bytes]:
+    """Redis out of reach (503) or a bug (500), as render_error decides."""
     return _response(*render_error(error, f"{request.method} {request.url.path}"))
 
 
@@ -170,6 +162,6 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ProblemError: handle_problem,
     ValidationException: handle_validation,
     HTTPException: handle_http,
-    RedisError: handle_redis,
-    Exception: handle_bug,
+    RedisError: handle_unexpected,
+    Exception: handle_unexpected,
 }
