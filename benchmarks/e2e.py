@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from benchmarks.backlog import BacklogSampler, drain_seconds
+from benchmarks.cpu import CpuMeter, per_order_us
 from benchmarks.expiry import run_expiry_phase
 from benchmarks.harness import (
     SERVERS,
@@ -92,6 +93,13 @@ class Environment:
     apps: dict[str, App] = field(default_factory=dict)
     workers: list[Child] = field(default_factory=list)
     rushgate_command_note: str = ""
+    server_pids: dict[str, int] = field(default_factory=dict)
+
+    def cpu_groups(self) -> dict[str, int]:
+        """Process trees whose CPU a rushgate run is charged with, by name."""
+        groups = {"api workers": self.apps["rushgate"].child.pid}
+        groups |= {child.name: child.pid for child in self.workers}
+        return groups | self.server_pids
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -189,6 +197,7 @@ def start_everything(stack: ExitStack, arguments: argparse.Namespace, data_dir: 
     environment = Environment(
         data_dir, redis_server.url, postgres_server.url, gateway_token, admin_token, child_env=base
     )
+    environment.server_pids = {"redis": redis_server.pid, "postgres": postgres_server.pid}
     for command in ("persister", "sweeper"):
         child = Child(command, python_module("rushgate", command), rushgate_env, data_dir / "logs" / f"{command}.log")
         stack.callback(child.start().stop)
@@ -276,13 +285,17 @@ class Phases:
         app = self.environment.apps[name]
         arguments = self.arguments
         sampler = BacklogSampler(self.store) if name == "rushgate" else None
-        if sampler is not None:
+        meter = CpuMeter(self.environment.cpu_groups()) if name == "rushgate" else None
+        if sampler is not None and meter is not None:
             sampler.start()
+            meter.start()
         result = await run_wrk(
             ORDERS_SCRIPT, app.base_url, duration_s=duration_s, connections=arguments.connections,
             threads=arguments.threads, env=self._wrk_env(),
         )  # fmt: skip
-        if sampler is not None:
+        if sampler is not None and meter is not None:
+            result["cpu"] = meter.stop()
+            result["cpu_us_per_order"] = per_order_us(result["cpu"], result["ok"])
             samples = await sampler.stop()
             result["persister"] = samples.summary(result["ok_rate"])
             result["persister"]["drain_s"] = await drain_seconds(self.store, arguments.drain_timeout)
@@ -318,11 +331,15 @@ class Phases:
             return {"skipped": f"POST /v1/orders:batch probe answered {status}: {body[:300]!r}"}
         duration_s = arguments.batch_duration or arguments.duration
         sampler = BacklogSampler(self.store)
+        meter = CpuMeter(self.environment.cpu_groups())
         sampler.start()
+        meter.start()
         result = await run_wrk(
             BATCH_SCRIPT, base_url, duration_s=duration_s, connections=arguments.connections,
             threads=arguments.threads, env=self._wrk_env(ORDERS_PER_REQUEST=str(arguments.batch_size)),
         )  # fmt: skip
+        result["cpu"] = meter.stop()
+        result["cpu_us_per_order"] = per_order_us(result["cpu"], result["accepted_orders"])
         samples = await sampler.stop()
         result["orders_rate"] = result["accepted_orders"] / result["duration_s"]
         result["persister"] = samples.summary(result["orders_rate"])
@@ -376,6 +393,9 @@ def summarize_closed_loop(rounds: list[dict[str, Any]], names: list[str]) -> dic
         if other in apps:
             summary[key] = apps["rushgate"]["rate_mean"] / apps[other]["rate_mean"]
             summary[f"{key}_per_round"] = [results["rushgate"]["rate"] / results[other]["rate"] for results in rounds]
+    costs = [results["rushgate"]["cpu_us_per_order"] for results in rounds]
+    summary["cpu_us_per_order"] = {group: statistics.median(cost[group] for cost in costs) for group in costs[0]}
+    summary["cpu_busy"] = statistics.median(results["rushgate"]["cpu"]["busy"] for results in rounds)
     persister = [results["rushgate"]["persister"] for results in rounds]
     drains = [item["drain_s"] for item in persister]
     summary["persister"] = {
@@ -502,10 +522,26 @@ def render(report: dict[str, Any]) -> str:
         f"entry max {persister['oldest_age_ms_max'] / 1000:.2f} s; drained "
         + ("TIMEOUT" if drain is None else f"{drain:.2f} s after the run (worst round)")
     )
+    lines += ["", *_render_cpu(summary, report["batch"])]
     lines += ["", *_render_batch(report["batch"]), *_render_open_loop(report["open_loop"])]
     lines += _render_expiry(report["expiry"])
     lines.append(f"\ntotal {report['elapsed_s']:.0f} s; logs and data: {report['data_dir']}")
     return "\n".join(lines)
+
+
+def _render_cpu(summary: dict[str, Any], batch: dict[str, Any]) -> list[str]:
+    """CPU microseconds per accepted order by process group: closed loop (median of rounds) and batch."""
+    closed = summary["cpu_us_per_order"]
+    batched = batch.get("cpu_us_per_order", {})
+    lines = [f"CPU per accepted order, us (machine busy: closed loop {summary['cpu_busy']:.0%}"
+             + (f", batch {batch['cpu']['busy']:.0%}" if batched else "") + "):",
+             f"  {'process group':18}{'closed loop':>13}" + (f"{'batch':>10}" if batched else "")]  # fmt: skip
+    for group in closed:
+        line = f"  {group:18}{closed[group]:13.1f}"
+        if batched:
+            line += f"{batched.get(group, float('nan')):10.1f}"
+        lines.append(line)
+    return lines
 
 
 def _render_batch(batch: dict[str, Any]) -> list[str]:
