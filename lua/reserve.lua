@@ -27,11 +27,13 @@ ARGV[5]  window_ms of that limit
 ARGV[6]  abnormal_attempts_max: more tries than this in one window start a cool-down (0: never)
 ARGV[7]  cooldown_ms
 ARGV[8]  client_attempts_max: orders one API client may send per window (0: no limit)
-ARGV[9]  the orders, one msgpack array (msgspec on the client packs it in C; one argument
-         instead of ~20 per order costs both sides far less), each order an array:
-         {idempotency_key_index, order_key_index, customer_counter_key_index, customer_rate_key_index,
-          client_rate_key_index, order_id, idempotency_key, fingerprint, customer_id, region, order_type,
-          hold_ttl_ms, allow_split (boolean), lines {{sku, qty, sku_config_key_index, sku_stock_key_index}, …}}
+ARGV[9]  the orders, one flat msgpack array (msgspec on the client packs it in C; one argument
+         instead of ~20 per order costs both sides far less, and one flat table costs Lua less
+         than nested ones). Each order in turn:
+           idempotency_key_index, order_key_index, customer_counter_key_index, customer_rate_key_index,
+           client_rate_key_index, order_id, idempotency_key, fingerprint, customer_id, region, order_type,
+           hold_ttl_ms, allow_split (boolean), line count n,
+           then n × sku, qty, sku_config_key_index, sku_stock_key_index
          (SKUs within one order are distinct: the caller merges duplicates)
 
 Returns one entry per order, in order: {code, detail}
@@ -59,8 +61,15 @@ Order document (msgpack array, 1-based here; mirrored by reservation.records.Ord
   11 cancel_reason 12 payment_id 13 paid_amount 14 payment_method 15 paid_ms
   16 refund_status 17 refund_amount 18 version 19 updated_ms 20 idempotency_key 21 fingerprint
 Stock hash fields per warehouse w: a:w available, r:w reserved, c:w committed, h:w on hand.
-Event fields: k kind, o order document, m movements {{sku, wh, kind, qty, d_a, d_r, d_c, d_h}}, t now_ms.
+Event fields: k kind (order_created), o order document, t now_ms. No m (movements) field: each
+  document line {sku, wh, qty} is the movement {sku, wh, 'reserve', qty, -qty, qty, 0, 0},
+  and the persister derives it (one pack per order less here).
+Idempotency record: a string, the accepted document (order id and fingerprint are its fields
+  1 and 21), expiring after idempotency_ttl_ms.
 ]]
+
+-- Globals read per order, kept in locals (a global is a table look-up in Lua 5.1).
+local call, type, tonumber, floor = redis.call, type, tonumber, math.floor
 
 local CODE_ACCEPTED, CODE_REPLAYED, CODE_SOLD_OUT, CODE_LIMIT = 1, 2, 3, 4
 local CODE_NOT_OPEN, CODE_BLOCKED, CODE_KEY_REUSED, CODE_UNKNOWN_SKU = 5, 6, 7, 8
@@ -83,6 +92,7 @@ end
 local function int(value)
   return string.format('%d', value)
 end
+local now_text = int(now_ms)
 
 -- Stock of every SKU the batch touches is read once (HGETALL) and kept here; orders are
 -- decided against these numbers and the changed counters are written once at the end,
@@ -94,7 +104,7 @@ local function stock_of(stock_key)
   local levels = stock[stock_key]
   if not levels then
     levels = {available = {}, reserved = {}, changed = {}}
-    local fields = redis.call('HGETALL', stock_key)
+    local fields = call('HGETALL', stock_key)
     for index = 1, #fields, 2 do
       local kind, warehouse = string.sub(fields[index], 1, 2), string.sub(fields[index], 3)
       if kind == 'a:' then
@@ -117,18 +127,22 @@ local function flag_if_sold_out(sku, stock_key, safety)
     if available - safety > 0 then return end
   end
   flagged[sku] = true
-  redis.call('SADD', sold_out_key, sku)
+  call('SADD', sold_out_key, sku)
 end
 
--- Configuration, dispatch rules and the blocklist do not change while the script runs:
--- each is read once per batch. Customer counters do change, and are read each time.
+-- Configuration, dispatch rules (split into warehouse lists) and the blocklist do not change
+-- while the script runs: each is read once per batch. Customer counters do change, and are read each time.
 local config_cache, rule_cache, blocked_cache = {}, {}, {}
-local stream_length = nil
+local stream_length, blocklist_empty = nil, nil
+-- Idempotency records: read for the whole batch before deciding (records[order position]),
+-- and the ones this batch writes (written[idempotency key index]).
+local records, written = {}, {}
+
 
 local function sku_config(config_index)
   local config = config_cache[config_index]
   if not config then
-    config = redis.call('HMGET', KEYS[config_index], 'price', 'currency', 'merchant_id',
+    config = call('HMGET', KEYS[config_index], 'price', 'currency', 'merchant_id',
       'per_customer_limit', 'sale_starts_ms', 'sale_ends_ms', 'safety_stock')
     config_cache[config_index] = config
   end
@@ -139,7 +153,9 @@ end
 -- Returns nil plan and {code, detail} when the order cannot be held.
 local function plan_order(order, warehouses)
   local plan, currency, total = {}, nil, 0
-  for _, line in ipairs(order.lines) do
+  local order_lines = order.lines
+  for line_number = 1, #order_lines do
+    local line = order_lines[line_number]
     local config = sku_config(line.config_index)
     local price = tonumber(config[1])
     if not price then return nil, {CODE_UNKNOWN_SKU, line.sku} end
@@ -151,14 +167,15 @@ local function plan_order(order, warehouses)
     end
     local limit = tonumber(config[4])
     if limit then
-      local bought = tonumber(redis.call('HGET', KEYS[order.counter_index], line.sku) or '0')
+      local bought = tonumber(call('HGET', KEYS[order.counter_index], line.sku) or '0')
       if bought + line.qty > limit then return nil, {CODE_LIMIT, line.sku} end
     end
     local safety = tonumber(config[7]) or 0
     local stock_key = KEYS[line.stock_index]
     local available = stock_of(stock_key).available
     local pieces, whole = {}, false
-    for _, warehouse in ipairs(warehouses) do
+    for warehouse_number = 1, #warehouses do
+      local warehouse = warehouses[warehouse_number]
       local sellable = (available[warehouse] or 0) - safety
       if sellable >= line.qty then
         pieces = {{warehouse, line.qty}}
@@ -195,8 +212,9 @@ end
 local documents, deadlines = {}, {}
 
 local function hold_order(order, plan)
-  local lines, movements = {}, {}
-  for _, piece in ipairs(plan.pieces) do
+  local lines, pieces = {}, plan.pieces
+  for piece_number = 1, #pieces do
+    local piece = pieces[piece_number]
     local sku, warehouse, qty, stock_key, safety = piece[1], piece[2], piece[3], piece[6], piece[7]
     local levels = stock_of(stock_key)
     levels.available[warehouse] = levels.available[warehouse] - qty
@@ -204,10 +222,11 @@ local function hold_order(order, plan)
     levels.changed[warehouse] = true
     if levels.available[warehouse] - safety <= 0 then flag_if_sold_out(sku, stock_key, safety) end
     lines[#lines + 1] = {sku, warehouse, qty, piece[4], piece[5]}
-    movements[#movements + 1] = {sku, warehouse, 'reserve', qty, -qty, qty, 0, 0}
   end
-  for _, line in ipairs(order.lines) do
-    redis.call('HINCRBY', KEYS[order.counter_index], line.sku, line.qty)
+  local counter_key, order_lines = KEYS[order.counter_index], order.lines
+  for line_number = 1, #order_lines do
+    local line = order_lines[line_number]
+    call('HINCRBY', counter_key, line.sku, line.qty)
   end
   local expires_ms = now_ms + order.hold_ttl_ms
   local document = {order.order_id, 'pending_payment', order.customer_id, order.region,
@@ -218,23 +237,20 @@ local function hold_order(order, plan)
   documents[#documents + 1] = packed
   deadlines[#deadlines + 1] = expires_ms
   deadlines[#deadlines + 1] = order.order_id
-  local idempotency_key = KEYS[order.idempotency_index]
-  redis.call('HSET', idempotency_key, 'order_id', order.order_id, 'fingerprint', order.fingerprint,
-    'document', packed)
-  redis.call('PEXPIRE', idempotency_key, idempotency_ttl_ms)
-  redis.call('XADD', stream_key, '*', 'k', 'order_created', 'o', packed,
-    'm', cmsgpack.pack(movements), 't', int(now_ms))
+  call('SET', KEYS[order.idempotency_index], packed, 'PX', idempotency_ttl_ms)
+  written[order.idempotency_index] = packed
+  call('XADD', stream_key, '*', 'k', 'order_created', 'o', packed, 't', now_text)
   return packed
 end
 
 -- One more try in a fixed window kept in a hash: returns the tries so far and the window start.
 local function count_in_window(rate_key)
-  local rate = redis.call('HMGET', rate_key, 'start', 'n')
+  local rate = call('HMGET', rate_key, 'start', 'n')
   local start, tries = tonumber(rate[1]) or 0, tonumber(rate[2]) or 0
   if now_ms - start >= window_ms then start, tries = now_ms, 0 end
   tries = tries + 1
-  redis.call('HSET', rate_key, 'start', int(start), 'n', tries)
-  redis.call('PEXPIRE', rate_key, window_ms + cooldown_ms)
+  call('HSET', rate_key, 'start', int(start), 'n', tries)
+  call('PEXPIRE', rate_key, window_ms + cooldown_ms)
   return tries, start
 end
 
@@ -247,41 +263,50 @@ local function count_attempt(order)
   end
   if attempts_max == 0 and abnormal_max == 0 then return nil end
   local rate_key = KEYS[order.rate_index]
-  local cool = tonumber(redis.call('HGET', rate_key, 'cool') or '0')
+  local cool = tonumber(call('HGET', rate_key, 'cool') or '0')
   if cool > now_ms then return {CODE_COOLING_DOWN, int(cool - now_ms)} end
   local tries, start = count_in_window(rate_key)
   if abnormal_max > 0 and tries > abnormal_max then
-    redis.call('HSET', rate_key, 'cool', int(now_ms + cooldown_ms))
+    call('HSET', rate_key, 'cool', int(now_ms + cooldown_ms))
     return {CODE_COOLING_DOWN, int(cooldown_ms)}
   end
   if attempts_max > 0 and tries > attempts_max then return {CODE_RATE_LIMITED, int(start + window_ms - now_ms)} end
   return nil
 end
 
-local function decide(order)
-  local record = redis.call('HMGET', KEYS[order.idempotency_index], 'order_id', 'fingerprint', 'document')
-  if record[1] then
-    if record[2] ~= order.fingerprint then return {CODE_KEY_REUSED, record[1]} end
-    return {CODE_REPLAYED, record[3]}
+local function decide(order, index)
+  local accepted = written[order.idempotency_index] or records[index]
+  if accepted then
+    local document = cmsgpack.unpack(accepted)
+    if document[21] ~= order.fingerprint then return {CODE_KEY_REUSED, document[1]} end
+    return {CODE_REPLAYED, accepted}
   end
   local limited = count_attempt(order)
   if limited then return limited end
-  stream_length = stream_length or redis.call('XLEN', stream_key)
+  stream_length = stream_length or call('XLEN', stream_key)
   if stream_length >= stream_length_max then return {CODE_BACKLOG_FULL, ''} end
   local blocked = blocked_cache[order.customer_id]
-  if blocked == nil then
-    blocked = redis.call('HEXISTS', blocklist_key, order.customer_id) == 1
+  if blocked == nil and blocklist_empty == nil then
+    blocklist_empty = call('HLEN', blocklist_key) == 0
+  end
+  if blocklist_empty then
+    blocked = false
+  elseif blocked == nil then
+    blocked = call('HEXISTS', blocklist_key, order.customer_id) == 1
     blocked_cache[order.customer_id] = blocked
   end
   if blocked then return {CODE_BLOCKED, ''} end
-  local rule = rule_cache[order.region]
-  if rule == nil then
-    rule = redis.call('HGET', dispatch_key, order.region) or false
-    rule_cache[order.region] = rule
+  local warehouses = rule_cache[order.region]
+  if warehouses == nil then
+    local rule = call('HGET', dispatch_key, order.region)
+    warehouses = false
+    if rule then
+      warehouses = {}
+      for warehouse in string.gmatch(rule, '[^,]+') do warehouses[#warehouses + 1] = warehouse end
+    end
+    rule_cache[order.region] = warehouses
   end
-  if not rule then return {CODE_UNKNOWN_REGION, order.region} end
-  local warehouses = {}
-  for warehouse in string.gmatch(rule, '[^,]+') do warehouses[#warehouses + 1] = warehouse end
+  if not warehouses then return {CODE_UNKNOWN_REGION, order.region} end
   local plan, refusal = plan_order(order, warehouses)
   if not plan then return refusal end
   local packed = hold_order(order, plan)
@@ -291,8 +316,9 @@ end
 
 -- Parse and check the whole batch before the first write: a script that fails
 -- half-way keeps the writes it already made.
+local key_count = #KEYS
 local function key_index(value)
-  if type(value) ~= 'number' or value ~= math.floor(value) or value < 7 or value > #KEYS then return nil end
+  if type(value) ~= 'number' or value ~= floor(value) or value < 7 or value > key_count then return nil end
   return value
 end
 
@@ -301,44 +327,62 @@ local function text(value)
   return value
 end
 
-local unpacked_ok, packed_orders = pcall(cmsgpack.unpack, ARGV[9] or '')
-if not unpacked_ok or type(packed_orders) ~= 'table' or #ARGV ~= 9 then
+local unpacked_ok, flat = pcall(cmsgpack.unpack, ARGV[9] or '')
+if not unpacked_ok or type(flat) ~= 'table' or #ARGV ~= 9 then
   return redis.error_reply('ERR reserve: ARGV[9] must be the msgpack array of orders, and the last argument')
 end
-local orders = {}
-for position, fields in ipairs(packed_orders) do
-  local order = type(fields) == 'table' and {
-    idempotency_index = key_index(fields[1]), order_index = key_index(fields[2]),
-    counter_index = key_index(fields[3]), rate_index = key_index(fields[4]),
-    client_rate_index = key_index(fields[5]),
-    order_id = text(fields[6]), idempotency_key = text(fields[7]), fingerprint = text(fields[8]),
-    customer_id = text(fields[9]), region = text(fields[10]), order_type = text(fields[11]),
-    hold_ttl_ms = tonumber(fields[12]), allow_split = fields[13] == true,
+-- One flat array (one Lua table to build, not three per order): per order its 13 fields,
+-- its line count n, then n × {sku, qty, sku_config_key_index, sku_stock_key_index}.
+local orders, cursor, flat_length = {}, 1, #flat
+while cursor <= flat_length do
+  local position = #orders + 1
+  local line_count = flat[cursor + 13]
+  local order = {
+    idempotency_index = key_index(flat[cursor]), order_index = key_index(flat[cursor + 1]),
+    counter_index = key_index(flat[cursor + 2]), rate_index = key_index(flat[cursor + 3]),
+    client_rate_index = key_index(flat[cursor + 4]),
+    order_id = text(flat[cursor + 5]), idempotency_key = text(flat[cursor + 6]), fingerprint = text(flat[cursor + 7]),
+    customer_id = text(flat[cursor + 8]), region = text(flat[cursor + 9]), order_type = text(flat[cursor + 10]),
+    hold_ttl_ms = tonumber(flat[cursor + 11]), allow_split = flat[cursor + 12] == true,
     lines = {},
   }
-  if not order or not order.idempotency_index or not order.order_index or not order.counter_index
+  if not order.idempotency_index or not order.order_index or not order.counter_index
       or not order.rate_index or not order.client_rate_index or not order.order_id or not order.idempotency_key
       or not order.fingerprint or not order.customer_id or not order.region or not order.order_type
-      or not order.hold_ttl_ms or type(fields[14]) ~= 'table' or #fields[14] < 1 or #fields ~= 14 then
+      or not order.hold_ttl_ms or type(line_count) ~= 'number' or line_count < 1 or line_count ~= floor(line_count)
+      or cursor + 13 + 4 * line_count > flat_length then
     return redis.error_reply('ERR reserve: malformed order ' .. position)
   end
-  local seen = {}
-  for _, line in ipairs(fields[14]) do
-    local sku, qty = type(line) == 'table' and text(line[1]), type(line) == 'table' and line[2]
-    local config_index, stock_index = sku and key_index(line[3]), sku and key_index(line[4])
-    if not sku or seen[sku] or type(qty) ~= 'number' or qty < 1 or qty ~= math.floor(qty)
-        or not config_index or not stock_index or #line ~= 4 then
+  cursor = cursor + 14
+  local seen = line_count > 1 and {} or nil
+  for line_number = 1, line_count do
+    local sku, qty = text(flat[cursor]), flat[cursor + 1]
+    local config_index, stock_index = key_index(flat[cursor + 2]), key_index(flat[cursor + 3])
+    if not sku or (seen and seen[sku]) or type(qty) ~= 'number' or qty < 1 or qty ~= floor(qty)
+        or not config_index or not stock_index then
       return redis.error_reply('ERR reserve: malformed or repeated line in order ' .. position)
     end
-    seen[sku] = true
-    order.lines[#order.lines + 1] = {sku = sku, qty = qty, config_index = config_index, stock_index = stock_index}
+    if seen then seen[sku] = true end
+    order.lines[line_number] = {sku = sku, qty = qty, config_index = config_index, stock_index = stock_index}
+    cursor = cursor + 4
   end
-  orders[#orders + 1] = order
+  orders[position] = order
+end
+
+-- Every order's idempotency record, read with one MGET (false: none). An order of this batch
+-- may repeat an earlier one's key: records written by this batch are looked up first.
+local CHUNK = 1000
+for first = 1, #orders, CHUNK do
+  local last = math.min(first + CHUNK - 1, #orders)
+  local keys = {}
+  for index = first, last do keys[#keys + 1] = KEYS[orders[index].idempotency_index] end
+  local found = call('MGET', unpack(keys))
+  for offset = 1, #found do records[first + offset - 1] = found[offset] end
 end
 
 local results, counts = {}, {}
-for index, order in ipairs(orders) do
-  results[index] = decide(order)
+for index = 1, #orders do
+  results[index] = decide(orders[index], index)
   local code = results[index][1]
   counts[code] = (counts[code] or 0) + 1
 end
@@ -353,14 +397,13 @@ for stock_key, levels in pairs(stock) do
     fields[#fields + 1] = 'r:' .. warehouse
     fields[#fields + 1] = int(levels.reserved[warehouse])
   end
-  if #fields > 0 then redis.call('HSET', stock_key, unpack(fields)) end
+  if #fields > 0 then call('HSET', stock_key, unpack(fields)) end
 end
-local CHUNK = 1000
 for first = 1, #documents, CHUNK do
-  redis.call('MSET', unpack(documents, first, math.min(first + CHUNK - 1, #documents)))
+  call('MSET', unpack(documents, first, math.min(first + CHUNK - 1, #documents)))
 end
 for first = 1, #deadlines, CHUNK do
-  redis.call('ZADD', expiry_key, unpack(deadlines, first, math.min(first + CHUNK - 1, #deadlines)))
+  call('ZADD', expiry_key, unpack(deadlines, first, math.min(first + CHUNK - 1, #deadlines)))
 end
-for code, count in pairs(counts) do redis.call('HINCRBY', metrics_key, 'reserve_' .. code, count) end
+for code, count in pairs(counts) do call('HINCRBY', metrics_key, 'reserve_' .. code, count) end
 return results

@@ -71,7 +71,15 @@ def decode_entry(partition: int, entry_id: str, fields: dict[bytes, bytes]) -> E
     occurred_ms = int(fields[b"t"])
     if kind in ORDER_EVENT_KINDS:
         order = order_record_decoder.decode(fields[b"o"])
-        movements = movements_decoder.decode(fields[b"m"])
+        packed_movements = fields.get(b"m")
+        if packed_movements is not None:
+            movements = movements_decoder.decode(packed_movements)
+        else:  # order_created carries none: each line was reserved whole (reserve.lua)
+            assert kind == "order_created", f"{kind} event without movements at {entry_id}"
+            movements = tuple(
+                Movement(line.sku, line.warehouse_id, "reserve", line.qty, -line.qty, line.qty, 0, 0)
+                for line in order.lines
+            )
         case = case_record_decoder.decode(fields[b"c"]) if b"c" in fields else None
         return Event(partition, stream_ms, stream_seq, kind, occurred_ms, order, movements, None, case)
     audit_field = fields.get(b"u")  # absent from events written before the audit log existed

@@ -170,8 +170,9 @@ class RedisStore:
         """Decide every order in one call; each is held all-or-nothing on its own."""
         keys = self.keys
         table = KeyTable([keys.stream, keys.expiry, keys.dispatch, keys.blocklist, keys.sold_out, keys.metrics])
-        packed_orders = [
-            (
+        flat: list[Any] = []  # reserve.lua's ARGV[9]: one flat array, every order's fields in turn
+        for order in orders:
+            flat += (
                 table.index(keys.idempotency(order.idempotency_key)),
                 table.index(keys.order(order.order_id)),
                 table.index(keys.customer_counters(order.customer_id)),
@@ -185,17 +186,14 @@ class RedisStore:
                 order.order_type,
                 order.hold_ttl_ms,
                 order.allow_split,
-                [
-                    (sku, qty, table.index(keys.sku_config(sku)), table.index(keys.stock(sku)))
-                    for sku, qty in order.items
-                ],
+                len(order.items),
             )
-            for order in orders
-        ]
+            for sku, qty in order.items:
+                flat += (sku, qty, table.index(keys.sku_config(sku)), table.index(keys.stock(sku)))
         args = [
             now_ms, stream_length_max, idempotency_ttl_ms, limits.attempts_max, limits.window_ms,
             limits.abnormal_attempts_max, limits.cooldown_ms, limits.client_attempts_max,
-            _orders_encoder.encode(packed_orders),
+            _orders_encoder.encode(flat),
         ]  # fmt: skip
         replies = await self._call("reserve", table.keys, args)
         assert len(replies) == len(orders), "reserve.lua must answer once per order"
@@ -551,11 +549,9 @@ class RedisStore:
             elif order.status == "completed" and not order.after_sales_closed:
                 commands.append(("zadd", keys.window_due, {order.order_id: order.after_sales_until_ms}))
         commands += [("hset", keys.customer_counters(customer), counts) for customer, counts in bought.items()]
-        for idempotency_key, accepted, left_ms in idempotency:
-            record = {"order_id": accepted.order_id, "fingerprint": accepted.fingerprint}
-            record["document"] = msgspec.msgpack.encode(accepted)  # type: ignore[assignment]
-            commands.append(("hset", keys.idempotency(idempotency_key), record))
-            commands.append(("pexpire", keys.idempotency(idempotency_key), left_ms))
+        for idempotency_key, accepted, left_ms in idempotency:  # the record is the accepted document (reserve.lua)
+            record = (msgspec.msgpack.encode(accepted), left_ms)
+            commands.append(("set_px", keys.idempotency(idempotency_key), record))
         for payment_id, (order_id, amount) in payments.items():
             commands.append(("hset", keys.payment(payment_id), {"order_id": order_id, "amount": amount}))
         commands += [("set", keys.case(case.case_id), msgspec.msgpack.encode(case)) for case in cases]
@@ -569,7 +565,8 @@ class RedisStore:
                 elif name == "zadd":
                     pipeline.zadd(key, value)
                 else:
-                    pipeline.pexpire(key, value)
+                    document, left_ms = value
+                    pipeline.set(key, document, px=left_ms)
             await pipeline.execute()
 
     async def put_config(
