@@ -128,6 +128,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--drain-timeout", type=float, default=300.0, help="max seconds to wait for the persister")
     for phase in ("bare", "rowlock", "batch", "openloop", "expiry"):
         parser.add_argument(f"--skip-{phase}", action="store_true", help=f"skip the {phase} part")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE",
+        help="a rushgate setting for its API, persister and sweeper, e.g. --set persister_nice=5 (repeatable)",
+    )  # fmt: skip
     parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON to PATH ('-': stdout)")
     parser.add_argument("--keep-data", action="store_true", help="keep the servers' data and logs")
     return parser
@@ -140,6 +144,17 @@ def _base_env() -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if not name.startswith("RUSHGATE_")}
     python_path = [str(Path(__file__).resolve().parents[1]), *filter(None, [env.get("PYTHONPATH")])]
     env["PYTHONPATH"] = os.pathsep.join(python_path)
+    return env
+
+
+def _settings_env(assignments: list[str]) -> dict[str, str]:
+    """--set name=value, as the RUSHGATE_NAME variables rushgate reads its settings from."""
+    env = {}
+    for assignment in assignments:
+        name, separator, value = assignment.partition("=")
+        if not separator or not name.strip():
+            raise HarnessError(f"--set {assignment!r}: expected NAME=VALUE, e.g. persister_nice=5")
+        env[f"RUSHGATE_{name.strip().upper()}"] = value
     return env
 
 
@@ -193,6 +208,7 @@ def start_everything(stack: ExitStack, arguments: argparse.Namespace, data_dir: 
         "RUSHGATE_ADMIN_TOKEN": admin_token,
         "RUSHGATE_GATEWAY_TOKEN": gateway_token,
         "RUSHGATE_LOG_LEVEL": "WARNING",
+        **_settings_env(arguments.set),
     }
     environment = Environment(
         data_dir, redis_server.url, postgres_server.url, gateway_token, admin_token, child_env=base
@@ -478,7 +494,8 @@ def render(report: dict[str, Any]) -> str:
         "rushgate end-to-end benchmark",
         f"  machine: {config['cpus']} CPUs, {config['platform']}, Python {config['python']}",
         f"  server: {config['server']} (uvloop{', httptools' if config['server'] == 'uvicorn' else ', HTTP/1'}), "
-        f"{config['workers']} workers per app; rushgate as {config['rushgate_command']}",
+        f"{config['workers']} workers per app; rushgate as {config['rushgate_command']}"
+        + (f" with {', '.join(config['settings'])}" if config.get("settings") else ""),
         f"  load: wrk -t{config['threads']} -c{config['connections']}, {config['duration']} s per run, "
         f"{config['rounds']} round(s), warm-up {config['warmup']} s; one hot SKU, fresh idempotency keys",
         "  Redis AOF appendfsync everysec; Postgres fsync on, synchronous_commit on (defaults)",
@@ -652,6 +669,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rounds": arguments.rounds,
                 "warmup": arguments.warmup,
                 "rushgate_command": environment.rushgate_command_note,
+                "settings": arguments.set,
                 "commands": {name: app.command for name, app in environment.apps.items()},
             }
             report["data_dir"] = str(data_dir) if arguments.keep_data else "(removed)"

@@ -147,7 +147,7 @@ def run_serve(settings: Settings, environ: dict[str, str]) -> int:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        http="rushgate.http_protocol:TurnBufferedHttpToolsProtocol",  # httptools, one send per response
         log_level="warning",
         access_log=False,
         backlog=4096,
@@ -274,6 +274,8 @@ def run_worker(settings: Settings, command: str) -> int:
             await worker.run(stop)
         logger.info("%s stopped", command)
 
+    if command == "persister" and settings.persister_nice:
+        os.nice(settings.persister_nice)
     # uvloop, as the API workers use: profiled, the persister spent a seventh of its time in
     # asyncio's pure-Python socket transport.
     uvloop.run(work())
