@@ -82,6 +82,12 @@ def test_two_merchants_shipping_from_one_warehouse_get_separate_shipments() -> N
     ]
 
 
+def test_an_order_of_one_line_ships_as_shipment_one_of_its_warehouse_and_merchant() -> None:
+    order = make_order((OrderLine("sku-a", "wh-2", 3, 1000, "merchant-2"),), order_id="order-y")
+
+    assert order.shipments() == [Shipment("order-y-1", "wh-2", "merchant-2", (("sku-a", 3),))]
+
+
 def test_an_order_without_lines_has_no_shipments_and_no_quantities() -> None:
     order = make_order(())
 
