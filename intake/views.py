@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from intake.schemas import (
@@ -23,6 +24,10 @@ from intake.schemas import (
 from intake.service import from_ms
 from reservation.outcomes import ReserveCode
 from reservation.records import EXCEPTION_TRACK_STATUSES, CaseRecord, OrderRecord, Shipment, ShipmentState
+
+# The creation and expiry times of an order fresh from intake: every order of a batch (or of one
+# coalesced call) shares its clock reading, so one datetime serves them all.
+_intake_moment = lru_cache(maxsize=256)(from_ms)
 
 
 def shipment_out(shipment: Shipment, state: ShipmentState | None) -> ShipmentDetailOut:
@@ -81,8 +86,8 @@ def order_out(order: OrderRecord) -> OrderOut:
         customer_id=order.customer_id,
         region=order.region,
         order_type=order.order_type,
-        created_at=from_ms(order.created_ms),
-        expires_at=from_ms(order.expires_ms),
+        created_at=_intake_moment(order.created_ms),
+        expires_at=_intake_moment(order.expires_ms),
         total=order.total,
         currency=order.currency,
         items=[OrderItemOut(sku, qty, unit_price) for sku, (qty, unit_price) in order.quantities().items()],

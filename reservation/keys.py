@@ -10,7 +10,7 @@ leaves its partition. Today the service runs one partition (DESIGN.md §4).
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 KEY_PREFIX = "rg"
 PERSISTER_GROUP = "persister"  # the consumer group that feeds Postgres from each partition's stream
@@ -27,10 +27,11 @@ class PartitionKeys:
     """Names of the keys of one partition."""
 
     partition: int
+    # The prefix of every key, made once: a batch of orders names several keys per order.
+    tag: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def tag(self) -> str:
-        return f"{KEY_PREFIX}:{{p{self.partition}}}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tag", f"{KEY_PREFIX}:{{p{self.partition}}}")
 
     @property
     def stream(self) -> str:

@@ -98,6 +98,9 @@ class OrderRecord(msgspec.Struct, array_like=True, frozen=True):
 
         Lines never change after intake, so the numbering (and the shipment ids) is stable.
         """
+        if len(self.lines) == 1:  # most orders (every flash order of one unit): one shipment, no grouping
+            line = self.lines[0]
+            return [Shipment(f"{self.order_id}-1", line.warehouse_id, line.merchant_id, ((line.sku, line.qty),))]
         groups: dict[tuple[str, str], list[tuple[str, int]]] = {}
         for line in self.lines:
             groups.setdefault((line.merchant_id, line.warehouse_id), []).append((line.sku, line.qty))

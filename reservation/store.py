@@ -120,6 +120,43 @@ def connect(url: str, *, pool_size_max: int, timeout_ms: int) -> redis_asyncio.R
 
 
 _orders_encoder = msgspec.msgpack.Encoder()
+_RESERVE_CODES = {code.value: code for code in ReserveCode}  # a dict look-up costs less than ReserveCode(n)
+
+
+def _pack_reserve_orders(keys: PartitionKeys, orders: Sequence[OrderRequest]) -> tuple[list[bytes], bytes]:
+    """KEYS and the packed orders argument of reserve.lua (layout in its header).
+
+    Keys are numbered in the order the orders name them. A key that many orders of a batch
+    name (a hot SKU's two, the API client's rate key) is made and looked up once per call.
+    The keys go out already encoded: redis-py's encoder passes bytes through at once, and a
+    batch sends some five keys per order.
+    """
+    table = KeyTable([keys.stream, keys.expiry, keys.dispatch, keys.blocklist, keys.sold_out, keys.metrics])
+    index = table.index
+    sku_key_indexes: dict[str, tuple[int, int]] = {}
+    client_key_indexes: dict[str, int] = {}
+    flat: list[Any] = []  # one flat array, every order's fields in turn
+    for order in orders:
+        customer_id, client_id = order.customer_id, order.client_id
+        idempotency_index = index(keys.idempotency(order.idempotency_key))
+        order_index = index(keys.order(order.order_id))
+        counters_index = index(keys.customer_counters(customer_id))
+        rate_index = index(keys.customer_rate(customer_id))
+        client_index = client_key_indexes.get(client_id)
+        if client_index is None:
+            client_index = client_key_indexes[client_id] = index(keys.client_rate(client_id))
+        items = order.items
+        flat += (
+            idempotency_index, order_index, counters_index, rate_index, client_index, order.order_id,
+            order.idempotency_key, order.fingerprint, customer_id, order.region, order.order_type, order.hold_ttl_ms,
+            order.allow_split, len(items),
+        )  # fmt: skip
+        for sku, qty in items:
+            sku_indexes = sku_key_indexes.get(sku)
+            if sku_indexes is None:
+                sku_indexes = sku_key_indexes[sku] = (index(keys.sku_config(sku)), index(keys.stock(sku)))
+            flat += (sku, qty, *sku_indexes)
+    return [key.encode() for key in table.keys], _orders_encoder.encode(flat)
 
 
 def _decode_order(packed: bytes) -> OrderRecord | None:
@@ -145,7 +182,7 @@ class RedisStore:
             loaded_sha = await self.client.script_load(script.source)
             assert loaded_sha == script.sha, f"{script.name}: Redis answered SHA {loaded_sha}"
 
-    async def _call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def _call(self, name: str, keys: Sequence[str | bytes], args: Sequence[Any]) -> Any:
         script = self._scripts[name]
         try:
             return await self.client.evalsha(script.sha, len(keys), *keys, *args)
@@ -168,39 +205,17 @@ class RedisStore:
         limits: AttemptLimits = AttemptLimits(),
     ) -> list[ReserveResult]:
         """Decide every order in one call; each is held all-or-nothing on its own."""
-        keys = self.keys
-        table = KeyTable([keys.stream, keys.expiry, keys.dispatch, keys.blocklist, keys.sold_out, keys.metrics])
-        flat: list[Any] = []  # reserve.lua's ARGV[9]: one flat array, every order's fields in turn
-        for order in orders:
-            flat += (
-                table.index(keys.idempotency(order.idempotency_key)),
-                table.index(keys.order(order.order_id)),
-                table.index(keys.customer_counters(order.customer_id)),
-                table.index(keys.customer_rate(order.customer_id)),
-                table.index(keys.client_rate(order.client_id)),
-                order.order_id,
-                order.idempotency_key,
-                order.fingerprint,
-                order.customer_id,
-                order.region,
-                order.order_type,
-                order.hold_ttl_ms,
-                order.allow_split,
-                len(order.items),
-            )
-            for sku, qty in order.items:
-                flat += (sku, qty, table.index(keys.sku_config(sku)), table.index(keys.stock(sku)))
+        script_keys, packed_orders = _pack_reserve_orders(self.keys, orders)
         args = [
             now_ms, stream_length_max, idempotency_ttl_ms, limits.attempts_max, limits.window_ms,
-            limits.abnormal_attempts_max, limits.cooldown_ms, limits.client_attempts_max,
-            _orders_encoder.encode(flat),
+            limits.abnormal_attempts_max, limits.cooldown_ms, limits.client_attempts_max, packed_orders,
         ]  # fmt: skip
-        replies = await self._call("reserve", table.keys, args)
+        replies = await self._call("reserve", script_keys, args)
         assert len(replies) == len(orders), "reserve.lua must answer once per order"
         results = []
         for code_number, detail in replies:
-            code = ReserveCode(code_number)
-            if code in (ReserveCode.ACCEPTED, ReserveCode.REPLAYED):
+            code = _RESERVE_CODES[code_number]
+            if code is ReserveCode.ACCEPTED or code is ReserveCode.REPLAYED:
                 results.append(ReserveResult(code, _decode_order(detail), ""))
             else:
                 results.append(ReserveResult(code, None, detail.decode()))

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from intake.problems import ProblemError
 from intake.schemas import OrderIn, OrderItemIn, OrderItemOut, PaymentOut, RefundOut, ShipmentItemOut, ShipmentOut
-from intake.service import from_ms, new_order_id, request_fingerprint, to_ms
+from intake.service import from_ms, new_order_id, new_order_ids, request_fingerprint, to_ms
 from intake.views import order_out
 from reservation.records import OrderLine, OrderRecord, Shipment, order_record_decoder
 
@@ -80,6 +80,12 @@ def test_two_merchants_shipping_from_one_warehouse_get_separate_shipments() -> N
         ("order-x-1", "merchant-1"),
         ("order-x-2", "merchant-2"),
     ]
+
+
+def test_an_order_of_one_line_ships_as_shipment_one_of_its_warehouse_and_merchant() -> None:
+    order = make_order((OrderLine("sku-a", "wh-2", 3, 1000, "merchant-2"),), order_id="order-y")
+
+    assert order.shipments() == [Shipment("order-y-1", "wh-2", "merchant-2", (("sku-a", 3),))]
 
 
 def test_an_order_without_lines_has_no_shipments_and_no_quantities() -> None:
@@ -360,6 +366,14 @@ def test_order_ids_made_in_the_same_millisecond_are_unique() -> None:
     ids = {new_order_id(CREATED_MS) for _ in range(2000)}
 
     assert len(ids) == 2000
+
+
+def test_ids_made_for_a_batch_look_like_single_ids_of_that_millisecond_and_are_unique() -> None:
+    ids = new_order_ids(CREATED_MS, 2000)
+
+    assert len(set(ids)) == 2000
+    assert all(re.fullmatch(r"[0-9a-f]{24}", order_id) for order_id in ids)
+    assert {order_id[:12] for order_id in ids} == {new_order_id(CREATED_MS)[:12]}
 
 
 def test_sorting_ids_made_over_many_milliseconds_sorts_them_by_time() -> None:
