@@ -69,6 +69,7 @@ TARGET_BACKLOG_S = 1.0
 TARGET_RELEASE_LAG_MS = 1000.0
 OPEN_LOOP_FRACTION = 0.8
 APP_NAMES = ("bare", "rushgate", "rowlock")
+SERVER_NOTES = {"uvicorn": "uvloop, httptools, one send per response", "granian": "uvloop, HTTP/1"}
 
 
 @dataclass
@@ -493,7 +494,7 @@ def render(report: dict[str, Any]) -> str:
         "",
         "rushgate end-to-end benchmark",
         f"  machine: {config['cpus']} CPUs, {config['platform']}, Python {config['python']}",
-        f"  server: {config['server']} (uvloop{', httptools' if config['server'] == 'uvicorn' else ', HTTP/1'}), "
+        f"  server: {config['server']} ({SERVER_NOTES[config['server']]}), "
         f"{config['workers']} workers per app; rushgate as {config['rushgate_command']}"
         + (f" with {', '.join(config['settings'])}" if config.get("settings") else ""),
         f"  load: wrk -t{config['threads']} -c{config['connections']}, {config['duration']} s per run, "

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rushgate.settings import Settings, SettingsError, load_settings, require_services
 
@@ -113,6 +113,15 @@ def run_migrate(settings: Settings) -> int:
 
 
 APP_FACTORY = "rushgate.asgi:create_app_from_environment"
+UVICORN_OPTIONS: dict[str, Any] = {
+    "loop": "uvloop",
+    "http": "rushgate.http_protocol:TurnBufferedHttpToolsProtocol",  # httptools, one send per response
+    "log_level": "warning",
+    "access_log": False,
+    "backlog": 4096,
+    "timeout_graceful_shutdown": 10,
+}
+"""How `rushgate serve` runs uvicorn (benchmarks.uvicorn_serve serves the comparison apps alike)."""
 
 
 def run_serve(settings: Settings, environ: dict[str, str]) -> int:
@@ -141,17 +150,7 @@ def run_serve(settings: Settings, environ: dict[str, str]) -> int:
     import uvicorn
 
     uvicorn.run(
-        APP_FACTORY,
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        loop="uvloop",
-        http="rushgate.http_protocol:TurnBufferedHttpToolsProtocol",  # httptools, one send per response
-        log_level="warning",
-        access_log=False,
-        backlog=4096,
-        timeout_graceful_shutdown=10,
+        APP_FACTORY, factory=True, host=settings.host, port=settings.port, workers=settings.workers, **UVICORN_OPTIONS
     )
     return 0
 

@@ -5,7 +5,8 @@ and answers 201 with an ``OrderOut`` of the shape rushgate returns for a one-war
 order (one shipment, snapshotted prices). What is left is the framework and the server:
 the upper bound for any endpoint that does real work on these bodies.
 
-Run: ``uvicorn benchmarks.apps.bare:app --workers 2 --loop uvloop --http httptools``.
+Run (as rushgate serve runs uvicorn):
+``python -m benchmarks.uvicorn_serve --port 8000 --workers 2 benchmarks.apps.bare:app``.
 """
 
 from __future__ import annotations

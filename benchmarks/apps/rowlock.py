@@ -16,7 +16,8 @@ and ``orders`` are created at start-up), ``ROWLOCK_POOL_SIZE_MAX`` (connections 
 worker, default 32), ``ROWLOCK_SEED`` (``sku:available`` pairs, comma-separated, inserted
 when missing; default ``hot:1000000000``).
 
-Run: ``ROWLOCK_DATABASE_URL=... uvicorn benchmarks.apps.rowlock:app --workers 2 --loop uvloop --http httptools``.
+Run: ``ROWLOCK_DATABASE_URL=... python -m benchmarks.uvicorn_serve --port 8001 --workers 2``
+``benchmarks.apps.rowlock:app``.
 """
 
 from __future__ import annotations
