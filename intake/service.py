@@ -10,6 +10,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import os
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -66,9 +67,25 @@ def to_ms(moment: datetime) -> int:
 ORDER_ID_RANDOM_BYTES = 6
 
 
+ORDER_ID_SUFFIXES_PER_READ = 256
+_order_id_suffixes: list[str] = []  # random suffixes read ahead; list.pop is atomic under the GIL
+os.register_at_fork(after_in_child=_order_id_suffixes.clear)  # a forked child must never reuse them
+
+
 def new_order_id(now_ms: int) -> str:
-    """Time-ordered (so Postgres appends), unguessable suffix."""
-    return f"{now_ms:012x}{secrets.token_hex(ORDER_ID_RANDOM_BYTES)}"
+    """Time-ordered (so Postgres appends), unguessable suffix.
+
+    Suffixes come from the system's randomness 256 at a time: a getrandom call per order was
+    about 2% of an intake worker's CPU (py-spy).
+    """
+    try:
+        suffix = _order_id_suffixes.pop()
+    except IndexError:
+        width = 2 * ORDER_ID_RANDOM_BYTES
+        read = secrets.token_hex(ORDER_ID_RANDOM_BYTES * ORDER_ID_SUFFIXES_PER_READ)
+        _order_id_suffixes.extend(read[start : start + width] for start in range(0, len(read), width))
+        suffix = _order_id_suffixes.pop()
+    return f"{now_ms:012x}{suffix}"
 
 
 def new_order_ids(now_ms: int, count: int) -> list[str]:

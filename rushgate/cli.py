@@ -118,6 +118,7 @@ UVICORN_OPTIONS: dict[str, Any] = {
     "http": "rushgate.http_protocol:TurnBufferedHttpToolsProtocol",  # httptools, one send per response
     "log_level": "warning",
     "access_log": False,
+    "proxy_headers": False,  # nothing here reads the client address; the middleware cost ~1% per request
     "backlog": 4096,
     "timeout_graceful_shutdown": 10,
 }

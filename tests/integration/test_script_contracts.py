@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
+from msgspec.structs import replace
 
 from intake.service import CatalogService, OrderService
 from reservation.store import RedisStore, ResponseError
