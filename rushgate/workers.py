@@ -163,9 +163,13 @@ class Sweeper:
         self.owner = consumer_name()
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Sweep every interval, start to start: a sweep that took a while does not push the next one
+        later (a deadline waits at most one interval plus one sweep), and a full batch sweeps again at once."""
         interval_s = self.settings.sweeper_interval_ms / 1000
+        loop = asyncio.get_running_loop()
         try:
             while not stop.is_set():
+                started = loop.time()
                 try:
                     released = await self.run_once()
                     if released == self.settings.sweeper_batch_size_max:
@@ -174,7 +178,7 @@ class Sweeper:
                     logger.warning("sweeper: %s: %s", type(error).__name__, error)
                 except Exception:  # a bug: log it and keep expiring holds, the next sweep may succeed
                     logger.exception("sweeper: unexpected error")
-                await _wait(stop, interval_s)
+                await _wait(stop, max(interval_s - (loop.time() - started), 0.0))
         finally:
             # Hand the lock over at once rather than after its TTL: another sweeper takes over within 1 s.
             with contextlib.suppress(RedisError):
