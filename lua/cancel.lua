@@ -54,35 +54,66 @@ for _ = 1, order_count do
 end
 if cursor ~= #ARGV + 1 then return redis.error_reply('ERR cancel: trailing arguments') end
 
--- Read every document and check its SKUs are all declared before the first write.
-for _, order in ipairs(orders) do
-  local packed = redis.call('GET', KEYS[order.order_index])
-  if packed then
-    order.document = cmsgpack.unpack(packed)
-    for _, line in ipairs(order.document[LINES]) do
-      if not order.stock_index[line[1]] then
-        return redis.error_reply('ERR cancel: stock key of ' .. line[1] .. ' not declared')
+local call, CHUNK = redis.call, 1000
+
+-- Read every document (one MGET, chunked: Lua's unpack takes a bounded number of values) and
+-- check its SKUs are all declared before the first write.
+for first = 1, #orders, CHUNK do
+  local last, keys = math.min(first + CHUNK - 1, #orders), {}
+  for index = first, last do keys[#keys + 1] = KEYS[orders[index].order_index] end
+  local found = call('MGET', unpack(keys))
+  for index = first, last do
+    local packed = found[index - first + 1]
+    if packed then
+      local order = orders[index]
+      order.document = cmsgpack.unpack(packed)
+      local lines = order.document[LINES]
+      for line_number = 1, #lines do
+        if not order.stock_index[lines[line_number][1]] then
+          return redis.error_reply('ERR cancel: stock key of ' .. lines[line_number][1] .. ' not declared')
+        end
       end
     end
   end
 end
 
+-- Written once at the end of the batch, as reserve.lua does: counter deltas summed per key and
+-- field (one HINCRBY each), documents (MSET), deadlines dropped (ZREM), SKUs unflagged (SREM).
+-- Nothing else runs while the script does, so the end state is the same as writing each at once.
+local deltas, delta_keys = {}, {}
+local function add(key, field, amount)
+  local fields = deltas[key]
+  if not fields then
+    fields = {}
+    deltas[key] = fields
+    delta_keys[#delta_keys + 1] = key
+  end
+  fields[field] = (fields[field] or 0) + amount
+end
+local documents, unscheduled, released_skus, released_list = {}, {}, {}, {}
+local now_text = string.format('%d', now_ms)
+
 local function release(order)
   local document = order.document
   local paid = document[STATUS] == 'paid'
   local held_field = paid and 'c:' or 'r:'
-  local movements = {}
-  for _, line in ipairs(document[LINES]) do
+  local movements, lines = {}, document[LINES]
+  local counter_key = KEYS[order.counter_index]
+  for line_number = 1, #lines do
+    local line = lines[line_number]
     local sku, warehouse, qty = line[1], line[2], line[3]
     local stock_key = KEYS[order.stock_index[sku]]
-    redis.call('HINCRBY', stock_key, held_field .. warehouse, -qty)
-    redis.call('HINCRBY', stock_key, 'a:' .. warehouse, qty)
-    redis.call('HINCRBY', KEYS[order.counter_index], sku, -qty)
-    redis.call('SREM', sold_out_key, sku)
+    add(stock_key, held_field .. warehouse, -qty)
+    add(stock_key, 'a:' .. warehouse, qty)
+    add(counter_key, sku, -qty)
+    if not released_skus[sku] then
+      released_skus[sku] = true
+      released_list[#released_list + 1] = sku
+    end
     if paid then
-      movements[#movements + 1] = {sku, warehouse, 'release', qty, qty, 0, -qty, 0}
+      movements[line_number] = {sku, warehouse, 'release', qty, qty, 0, -qty, 0}
     else
-      movements[#movements + 1] = {sku, warehouse, 'release', qty, qty, -qty, 0, 0}
+      movements[line_number] = {sku, warehouse, 'release', qty, qty, -qty, 0, 0}
     end
   end
   if paid then
@@ -94,24 +125,25 @@ local function release(order)
   document[VERSION] = document[VERSION] + 1
   document[UPDATED] = now_ms
   local packed = cmsgpack.pack(document)
-  redis.call('SET', KEYS[order.order_index], packed)
-  redis.call('ZREM', expiry_key, order.order_id)
-  redis.call('XADD', stream_key, '*', 'k', 'order_cancelled', 'o', packed,
-    'm', cmsgpack.pack(movements), 't', string.format('%d', now_ms))
+  documents[#documents + 1] = KEYS[order.order_index]
+  documents[#documents + 1] = packed
+  unscheduled[#unscheduled + 1] = order.order_id
+  call('XADD', stream_key, '*', 'k', 'order_cancelled', 'o', packed, 'm', cmsgpack.pack(movements), 't', now_text)
   return packed
 end
 
 local results = {}
-for index, order in ipairs(orders) do
+for index = 1, #orders do
+  local order = orders[index]
   local document = order.document
   if not document then
-    redis.call('ZREM', expiry_key, order.order_id)
+    unscheduled[#unscheduled + 1] = order.order_id
     results[index] = {CODE_NOT_FOUND, ''}
   elseif document[STATUS] == 'cancelled' then
-    redis.call('ZREM', expiry_key, order.order_id)
+    unscheduled[#unscheduled + 1] = order.order_id
     results[index] = {CODE_ALREADY, cmsgpack.pack(document)}
   elseif order.due_only and (document[STATUS] ~= 'pending_payment' or document[EXPIRES] > now_ms) then
-    if document[STATUS] ~= 'pending_payment' then redis.call('ZREM', expiry_key, order.order_id) end
+    if document[STATUS] ~= 'pending_payment' then unscheduled[#unscheduled + 1] = order.order_id end
     results[index] = {CODE_NOT_DUE, cmsgpack.pack(document)}
   elseif (document[STATUS] ~= 'pending_payment' and document[STATUS] ~= 'paid')
       or (document[SHIPMENTS] and #document[SHIPMENTS] > 0) then  -- a shipment left: too late to cancel
@@ -119,5 +151,20 @@ for index, order in ipairs(orders) do
   else
     results[index] = {CODE_CANCELLED, release(order)}
   end
+end
+
+for _, key in ipairs(delta_keys) do
+  for field, amount in pairs(deltas[key]) do
+    if amount ~= 0 then call('HINCRBY', key, field, amount) end
+  end
+end
+for first = 1, #documents, CHUNK do
+  call('MSET', unpack(documents, first, math.min(first + CHUNK - 1, #documents)))
+end
+for first = 1, #unscheduled, CHUNK do
+  call('ZREM', expiry_key, unpack(unscheduled, first, math.min(first + CHUNK - 1, #unscheduled)))
+end
+for first = 1, #released_list, CHUNK do
+  call('SREM', sold_out_key, unpack(released_list, first, math.min(first + CHUNK - 1, #released_list)))
 end
 return results
