@@ -55,6 +55,7 @@ end
 if cursor ~= #ARGV + 1 then return redis.error_reply('ERR cancel: trailing arguments') end
 
 local call, CHUNK = redis.call, 1000
+--!include chunked
 
 -- Read every document (one MGET, chunked: Lua's unpack takes a bounded number of values) and
 -- check its SKUs are all declared before the first write.
@@ -158,13 +159,7 @@ for _, key in ipairs(delta_keys) do
     if amount ~= 0 then call('HINCRBY', key, field, amount) end
   end
 end
-for first = 1, #documents, CHUNK do
-  call('MSET', unpack(documents, first, math.min(first + CHUNK - 1, #documents)))
-end
-for first = 1, #unscheduled, CHUNK do
-  call('ZREM', expiry_key, unpack(unscheduled, first, math.min(first + CHUNK - 1, #unscheduled)))
-end
-for first = 1, #released_list, CHUNK do
-  call('SREM', sold_out_key, unpack(released_list, first, math.min(first + CHUNK - 1, #released_list)))
-end
+call_chunked('MSET', nil, documents)
+call_chunked('ZREM', expiry_key, unscheduled)
+call_chunked('SREM', sold_out_key, released_list)
 return results

@@ -387,8 +387,8 @@ for index = 1, #orders do
   counts[code] = (counts[code] or 0) + 1
 end
 
--- The batch's deferred writes: changed stock counters, order documents, deadlines (chunked:
--- Lua's unpack takes a bounded number of values).
+-- The batch's deferred writes: changed stock counters, order documents, deadlines.
+--!include chunked
 for stock_key, levels in pairs(stock) do
   local fields = {}
   for warehouse in pairs(levels.changed) do
@@ -399,11 +399,7 @@ for stock_key, levels in pairs(stock) do
   end
   if #fields > 0 then call('HSET', stock_key, unpack(fields)) end
 end
-for first = 1, #documents, CHUNK do
-  call('MSET', unpack(documents, first, math.min(first + CHUNK - 1, #documents)))
-end
-for first = 1, #deadlines, CHUNK do
-  call('ZADD', expiry_key, unpack(deadlines, first, math.min(first + CHUNK - 1, #deadlines)))
-end
+call_chunked('MSET', nil, documents)
+call_chunked('ZADD', expiry_key, deadlines)
 for code, count in pairs(counts) do call('HINCRBY', metrics_key, 'reserve_' .. code, count) end
 return results
