@@ -62,7 +62,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     persister_retry_ms_max: Annotated[int, msgspec.Meta(ge=10, le=600_000)] = 5000
     # Added to the persister's nice value: under a burst the API workers come first, the persister
     # catches up in the gaps (the stream is its buffer, bounded by stream_length_max).
-    persister_nice: Annotated[int, msgspec.Meta(ge=0, le=19)] = 0
+    persister_nice: Annotated[int, msgspec.Meta(ge=0, le=19)] = 10
 
     sweeper_interval_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 100
     sweeper_batch_size_max: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
