@@ -101,6 +101,8 @@ def create_app(
         try:
             store = RedisStore(client)
             await store.load_scripts()
+            if converted := await store.convert_legacy_idempotency_records():
+                logger.warning("converted %d idempotency records of an earlier build", converted)
             sold_out = SoldOutFlags(store, refresh_ms=settings.sold_out_refresh_ms)
             await sold_out.refresh()
             stop = asyncio.Event()

@@ -84,7 +84,8 @@ local idempotency_ttl_ms = tonumber(ARGV[3])
 local attempts_max, window_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
 local abnormal_max, cooldown_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
 local client_attempts_max = tonumber(ARGV[8])
-if not now_ms or not stream_length_max or not idempotency_ttl_ms or not attempts_max
+if not now_ms or not stream_length_max or not idempotency_ttl_ms or idempotency_ttl_ms < 1
+    or idempotency_ttl_ms ~= math.floor(idempotency_ttl_ms) or not attempts_max
     or not window_ms or not abnormal_max or not cooldown_ms or not client_attempts_max then
   return redis.error_reply('ERR reserve: malformed header')
 end

@@ -244,6 +244,28 @@ class RedisStore:
                 results.append(ReserveResult(code, None, detail.decode()))
         return results
 
+    async def convert_legacy_idempotency_records(self, *, scan_count: int = 1000) -> int:
+        """Rewrite the hash records of earlier builds as this build's records, keeping their expiry.
+
+        Run at API start-up, so a retry of an order accepted before an upgrade still replays.
+        Returns how many it converted; the old keys are deleted once converted. A marker key
+        records a finished scan, so later start-ups skip it (stop the old build's API workers
+        before starting this one's: records they write after the scan are not converted)."""
+        marker = f"{self.keys.tag}:layout:idem2"
+        if await self.client.exists(marker):
+            return 0
+        converted = 0
+        legacy_prefix = f"{self.keys.tag}:idem:"  # earlier builds' hash records: order_id, fingerprint, document
+        async for key in self.client.scan_iter(match=legacy_prefix + "*", count=scan_count, _type="hash"):
+            document, left_ms = await self.client.hget(key, "document"), await self.client.pttl(key)
+            if document and left_ms > 0:
+                new_key = self.keys.idempotency(key.decode()[len(legacy_prefix) :])
+                await self.client.set(new_key, document, px=left_ms, nx=True)
+                converted += 1
+            await self.client.delete(key)
+        await self.client.set(marker, "1")
+        return converted
+
     async def idempotency_keys_exist(self, idempotency_keys: Sequence[str]) -> list[bool]:
         """Which keys already hold an idempotency record, in one call."""
         keys = [self.keys.idempotency(key) for key in idempotency_keys]

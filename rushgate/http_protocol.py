@@ -13,6 +13,7 @@ is gathered first. Selected by ``rushgate serve`` (uvicorn's ``http=`` option).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -37,12 +38,19 @@ class TurnBufferedTransport:
 
     def flush(self) -> None:
         pending, self._pending = self._pending, None
-        if pending and not self._transport.is_closing():
-            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        if pending:
+            # Even when closing: a peer that half-closed after its request (FIN) makes the transport
+            # close itself, and it still sends what it is given before it has closed.
+            with contextlib.suppress(RuntimeError):  # already closed: nobody left to send to
+                self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def close(self) -> None:
         self.flush()
         self._transport.close()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
 
     def abort(self) -> None:
         self._pending = None

@@ -147,3 +147,24 @@ async def test_one_batch_call_decides_each_order_independently(
     ]
     levels = await assert_stock_invariants(store, ["s1"])
     assert levels[("s1", "w1")].reserved == 3
+
+
+async def test_an_earlier_builds_idempotency_record_is_converted_and_still_replays(
+    region: None, catalog: CatalogService, orders: OrderService, store: RedisStore
+) -> None:
+    await add_sku(catalog, "s1", stock={"w1": 10})
+    _, order = await orders.place(order_in("c1", {"s1": 2}), "old-key")
+    new_key = store.keys.idempotency("old-key")
+    document = await store.client.get(new_key)
+    await store.client.delete(new_key, f"{store.keys.tag}:layout:idem2")
+    legacy_key = f"{store.keys.tag}:idem:old-key"  # how builds before idem2 kept it: a hash
+    await store.client.hset(legacy_key, mapping={"order_id": order.order_id, "fingerprint": "f", "document": document})
+    await store.client.pexpire(legacy_key, 50_000)
+
+    assert await store.convert_legacy_idempotency_records() == 1
+    assert not await store.client.exists(legacy_key)
+    assert 0 < await store.client.pttl(new_key) <= 50_000
+    created, replayed = await orders.place(order_in("c1", {"s1": 2}), "old-key")
+    assert (created, replayed) == (False, order)
+    assert (await store.stock_levels("s1"))["w1"].reserved == 2
+    assert await store.convert_legacy_idempotency_records() == 0  # the finished scan is remembered
