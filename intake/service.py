@@ -72,32 +72,27 @@ _order_id_suffixes: list[str] = []  # random suffixes read ahead; list.pop is at
 os.register_at_fork(after_in_child=_order_id_suffixes.clear)  # a forked child must never reuse them
 
 
-def new_order_id(now_ms: int) -> str:
-    """Time-ordered (so Postgres appends), unguessable suffix.
-
-    Suffixes come from the system's randomness 256 at a time: a getrandom call per order was
-    about 2% of an intake worker's CPU (py-spy).
-    """
+def _order_id_suffix() -> str:
+    """An unguessable suffix. Suffixes come from the system's randomness 256 at a time: a
+    getrandom call per order was about 2% of an intake worker's CPU (py-spy)."""
     try:
-        suffix = _order_id_suffixes.pop()
+        return _order_id_suffixes.pop()
     except IndexError:
         width = 2 * ORDER_ID_RANDOM_BYTES
         read = secrets.token_hex(ORDER_ID_RANDOM_BYTES * ORDER_ID_SUFFIXES_PER_READ)
         _order_id_suffixes.extend(read[start : start + width] for start in range(0, len(read), width))
-        suffix = _order_id_suffixes.pop()
-    return f"{now_ms:012x}{suffix}"
+        return _order_id_suffixes.pop()
+
+
+def new_order_id(now_ms: int) -> str:
+    """Time-ordered (so Postgres appends), unguessable suffix."""
+    return f"{now_ms:012x}{_order_id_suffix()}"
 
 
 def new_order_ids(now_ms: int, count: int) -> list[str]:
-    """count ids as new_order_id makes them, from one read of the system's randomness.
-
-    A batch of orders needs one id each; a getrandom call per id cost more than the rest of
-    making the id.
-    """
+    """count ids as new_order_id makes them, for a batch of orders (one clock reading)."""
     prefix = f"{now_ms:012x}"
-    width = 2 * ORDER_ID_RANDOM_BYTES
-    suffixes = secrets.token_hex(ORDER_ID_RANDOM_BYTES * count)
-    return [prefix + suffixes[start : start + width] for start in range(0, width * count, width)]
+    return [prefix + _order_id_suffix() for _ in range(count)]
 
 
 _fingerprint_encoder = msgspec.msgpack.Encoder()
