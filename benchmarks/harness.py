@@ -109,7 +109,7 @@ def python_module(module: str, *arguments: str) -> list[str]:
 def asgi_server_argv(server: str, target: str, *, port: int, workers: int, factory: bool = False) -> list[str]:
     """The command line every app is served with: the same flags for all of them."""
     if server == "uvicorn":
-        # Exactly as `rushgate serve` runs uvicorn (rushgate.cli.UVICORN_OPTIONS: uvloop, the turn-buffered
+        # Exactly as `rushgate serve` runs uvicorn (rushgate.serving.UVICORN_OPTIONS: uvloop, the turn-buffered
         # httptools protocol, no access log, backlog 4096); uvicorn's own CLI cannot name the protocol.
         arguments = ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
         return python_module("benchmarks.uvicorn_serve", *arguments, *(["--factory"] if factory else []), target)

@@ -6,16 +6,14 @@ uvicorn's command line cannot name a protocol class, and rushgate serve runs uvi
 httptools protocol over a turn-buffered transport (rushgate/http_protocol.py), which sends
 each response in one system call. The bare and row-lock apps are served through this
 module with exactly that configuration (uvloop, the same protocol, no access log, backlog
-4096), so the ratios compare the apps and not two server set-ups.
+4096, a SO_REUSEPORT socket per worker: rushgate/serving.py), so the ratios compare the apps and not two server set-ups.
 """
 
 from __future__ import annotations
 
 import argparse
 
-import uvicorn
-
-from rushgate.cli import UVICORN_OPTIONS
+from rushgate.serving import serve_uvicorn
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,13 +24,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--factory", action="store_true")
     parser.add_argument("target", help="module:attribute of the ASGI app (or of its factory with --factory)")
     arguments = parser.parse_args(argv)
-    uvicorn.run(
-        arguments.target,
-        factory=arguments.factory,
-        host=arguments.host,
-        port=arguments.port,
-        workers=arguments.workers,
-        **UVICORN_OPTIONS,
+    serve_uvicorn(
+        arguments.target, factory=arguments.factory, host=arguments.host, port=arguments.port, workers=arguments.workers
     )
 
 

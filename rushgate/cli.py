@@ -17,8 +17,9 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
+from rushgate.serving import serve_uvicorn
 from rushgate.settings import Settings, SettingsError, load_settings, require_services
 
 if TYPE_CHECKING:
@@ -113,16 +114,6 @@ def run_migrate(settings: Settings) -> int:
 
 
 APP_FACTORY = "rushgate.asgi:create_app_from_environment"
-UVICORN_OPTIONS: dict[str, Any] = {
-    "loop": "uvloop",
-    "http": "rushgate.http_protocol:TurnBufferedHttpToolsProtocol",  # httptools, one send per response
-    "log_level": "warning",
-    "access_log": False,
-    "proxy_headers": False,  # nothing here reads the client address; the middleware cost ~1% per request
-    "backlog": 4096,
-    "timeout_graceful_shutdown": 10,
-}
-"""How `rushgate serve` runs uvicorn (benchmarks.uvicorn_serve serves the comparison apps alike)."""
 
 
 def run_serve(settings: Settings, environ: dict[str, str]) -> int:
@@ -148,11 +139,7 @@ def run_serve(settings: Settings, environ: dict[str, str]) -> int:
             respawn_failed_workers=True,  # by default granian stops the whole server when one worker dies
         ).serve()
         return 0
-    import uvicorn
-
-    uvicorn.run(
-        APP_FACTORY, factory=True, host=settings.host, port=settings.port, workers=settings.workers, **UVICORN_OPTIONS
-    )
+    serve_uvicorn(APP_FACTORY, factory=True, host=settings.host, port=settings.port, workers=settings.workers)
     return 0
 
 

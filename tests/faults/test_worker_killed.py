@@ -71,7 +71,7 @@ async def test_retries_across_a_killed_worker_give_exactly_one_order_per_idempot
             async def kill_one_worker() -> None:
                 await enough_answered.wait()
                 # The worker holding the most connections right now: the kernel may hand a worker
-                # few or none for a while (uvicorn's workers share one listening socket).
+                # few or none for a while (it hashes each new connection onto one worker's socket).
                 busiest = max(workers, key=lambda worker: connections_on(worker, port))
                 busiest.send_signal(signal.SIGKILL)
 
