@@ -50,6 +50,34 @@ async def test_replaying_every_event_twice_and_in_reverse_changes_nothing(
     await assert_ledger_matches(store, database, ["s1"])
 
 
+ORPHANS = """
+SELECT (SELECT count(*) FROM order_items LEFT JOIN orders USING (order_id) WHERE orders.order_id IS NULL)
+     + (SELECT count(*) FROM shipments LEFT JOIN orders USING (order_id) WHERE orders.order_id IS NULL)
+"""
+
+
+async def test_items_and_shipments_are_never_written_without_their_order(
+    stocked: None, orders: OrderService, store: RedisStore, database: str
+) -> None:
+    """The writer's guarantee that replaced the foreign keys (migration 0011): every batch that
+    writes an order's items and shipments upserts the order's row in the same transaction."""
+    placed = [(await orders.place(order_in(f"c{number}", {"s1": 1}), f"k{number}"))[1] for number in range(3)]
+    await orders.pay(placed[0].order_id, PaymentIn(payment_id="p1", amount=250, method="card"))
+    await orders.cancel(placed[1].order_id, "customer")
+    events = [decode_entry(0, entry_id, fields) for entry_id, fields in await all_entries(store)]
+    order_events = [event for event in events if event.order is not None]
+    connection = await connect(database)
+    try:
+        for event in reversed(order_events):  # one batch each, newest first: a late order_created last
+            await write_events(connection, [event])
+            assert await connection.fetchval(ORPHANS) == 0
+        items = await connection.fetchval("SELECT count(*) FROM order_items")
+        shipments = await connection.fetchval("SELECT count(*) FROM shipments")
+    finally:
+        await connection.close()
+    assert (items, shipments) == (3, 3)
+
+
 async def test_an_entry_that_can_never_be_applied_becomes_a_dead_letter_and_the_rest_go_through(
     stocked: None, orders: OrderService, store: RedisStore, database: str, settings: Settings
 ) -> None:
