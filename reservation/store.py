@@ -110,13 +110,15 @@ class StreamEntry:
     fields: dict[bytes, bytes]
 
 
-class HiredisPackingConnection(redis_asyncio.Connection):
-    """redis-py's asyncio TCP connection, packing each command with one hiredis call.
+class _HiredisPacking:
+    """Packs each command with one hiredis call (mixed into redis-py's asyncio connections).
 
     redis-py's own pack_command joins a growing buffer in Python once per argument; a reserve
     call carries some five keys per order, so for a batch that loop was most of the client's
     cost of the call. The bytes on the wire are the same.
     """
+
+    encoder: Any
 
     def pack_command(self, *args: Any) -> list[bytes]:
         first = args[0]
@@ -128,8 +130,23 @@ class HiredisPackingConnection(redis_asyncio.Connection):
         return [hiredis.pack_command(tuple(map(encode, args)))]
 
 
+class HiredisPackingConnection(_HiredisPacking, redis_asyncio.Connection):
+    """redis-py's asyncio TCP connection, packing with hiredis."""
+
+
+class HiredisPackingUnixConnection(_HiredisPacking, redis_asyncio.UnixDomainSocketConnection):
+    """redis-py's asyncio unix-socket connection, packing with hiredis."""
+
+
+_PACKING_CONNECTIONS: dict[type, type] = {
+    redis_asyncio.Connection: HiredisPackingConnection,
+    redis_asyncio.UnixDomainSocketConnection: HiredisPackingUnixConnection,
+}
+
+
 def connect(url: str, *, pool_size_max: int, timeout_ms: int) -> redis_asyncio.Redis:
-    """A client with a bounded pool; waiting for a connection is bounded too."""
+    """A client with a bounded pool; waiting for a connection is bounded too. ``redis://`` (TCP)
+    and ``unix://`` URLs pack commands with hiredis; TLS (``rediss://``) keeps redis-py's packing."""
     pool = redis_asyncio.BlockingConnectionPool.from_url(
         url,
         max_connections=pool_size_max,
@@ -137,8 +154,7 @@ def connect(url: str, *, pool_size_max: int, timeout_ms: int) -> redis_asyncio.R
         socket_timeout=timeout_ms / 1000,
         socket_connect_timeout=timeout_ms / 1000,
     )
-    if pool.connection_class is redis_asyncio.Connection:  # plain TCP (not TLS, not a unix socket)
-        pool.connection_class = HiredisPackingConnection
+    pool.connection_class = _PACKING_CONNECTIONS.get(pool.connection_class, pool.connection_class)
     return redis_asyncio.Redis(connection_pool=pool)
 
 

@@ -6,7 +6,7 @@ import redis.asyncio as redis_asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reservation.store import HiredisPackingConnection, connect
+from reservation.store import HiredisPackingConnection, HiredisPackingUnixConnection, connect
 
 arguments = st.lists(
     st.one_of(
@@ -23,8 +23,10 @@ def test_hiredis_packing_sends_the_bytes_redis_py_would(name: str | bytes, rest:
     assert ours == theirs
 
 
-def test_only_plain_tcp_connections_pack_with_hiredis() -> None:
+def test_tcp_and_unix_socket_connections_pack_with_hiredis_and_tls_ones_do_not() -> None:
     tcp = connect("redis://127.0.0.1:6379/0", pool_size_max=1, timeout_ms=100)
     unix = connect("unix:///tmp/redis.sock", pool_size_max=1, timeout_ms=100)
+    tls = connect("rediss://127.0.0.1:6379/0", pool_size_max=1, timeout_ms=100)
     assert tcp.connection_pool.connection_class is HiredisPackingConnection
-    assert unix.connection_pool.connection_class is redis_asyncio.UnixDomainSocketConnection
+    assert unix.connection_pool.connection_class is HiredisPackingUnixConnection
+    assert tls.connection_pool.connection_class is redis_asyncio.SSLConnection
