@@ -16,7 +16,7 @@ import argparse
 from rushgate.serving import serve_uvicorn
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.uvicorn_serve")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
@@ -24,10 +24,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--factory", action="store_true")
     parser.add_argument("target", help="module:attribute of the ASGI app (or of its factory with --factory)")
     arguments = parser.parse_args(argv)
-    serve_uvicorn(
+    return serve_uvicorn(
         arguments.target, factory=arguments.factory, host=arguments.host, port=arguments.port, workers=arguments.workers
     )
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

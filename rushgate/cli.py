@@ -139,8 +139,7 @@ def run_serve(settings: Settings, environ: dict[str, str]) -> int:
             respawn_failed_workers=True,  # by default granian stops the whole server when one worker dies
         ).serve()
         return 0
-    serve_uvicorn(APP_FACTORY, factory=True, host=settings.host, port=settings.port, workers=settings.workers)
-    return 0
+    return serve_uvicorn(APP_FACTORY, factory=True, host=settings.host, port=settings.port, workers=settings.workers)
 
 
 @asynccontextmanager

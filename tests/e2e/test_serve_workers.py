@@ -1,19 +1,31 @@
-"""`rushgate serve --workers N`: every worker listens on a socket of its own (SO_REUSEPORT), so a
-burst of new connections is spread over the workers instead of landing on whichever wakes first;
-a port another program holds is still refused."""
+"""`rushgate serve --workers N`: every worker serves a listening socket of its own (SO_REUSEPORT),
+so a burst of new connections is spread over the workers instead of landing on whichever wakes
+first; the supervisor keeps the sockets, so connections queued on a dead worker's socket are
+served by its replacement; a port another program holds is still refused."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import psutil
 import pytest
 
+from rushgate.serving import STARTUP_FAILURE
 from tests.conftest import Services
 from tests.faults.test_worker_killed import connections_on
-from tests.processes import eventually, run_command, running, serve_command, service_environment, wait_ready
+from tests.processes import (
+    WAIT_TIMEOUT_S,
+    eventually,
+    run_command,
+    running,
+    serve_command,
+    service_environment,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -28,27 +40,50 @@ def _workers(server: subprocess.Popen[bytes]) -> list[psutil.Process]:
     ]
 
 
-def _listening_on(process: psutil.Process, port: int) -> int:
-    return sum(
-        1
+def _listening_on(process: psutil.Process, port: int) -> set[str]:
+    """The listening sockets a process holds on the port, by inode (``socket:[n]``)."""
+    return {
+        os.readlink(f"/proc/{process.pid}/fd/{connection.fd}")
         for connection in process.net_connections(kind="tcp")
         if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port
-    )
+    }
+
+
+async def _started(port: int, server: subprocess.Popen[bytes], log: Path) -> list[psutil.Process]:
+    await wait_ready(f"http://127.0.0.1:{port}", server, log)
+    workers = _workers(server)
+    assert len(workers) == 2, [child.cmdline() for child in psutil.Process(server.pid).children()]
+    return workers
+
+
+def _accept_queue(socket_link: str) -> int:
+    """Connections waiting to be accepted on a listening IPv4 socket (its rx_queue in /proc/net/tcp)."""
+    inode = socket_link.removeprefix("socket:[").removesuffix("]")
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[9] == inode:
+                return int(fields[4].split(":")[1], 16)
+    raise AssertionError(f"no IPv4 socket with inode {inode}")
+
+
+def _answer(client: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    client.settimeout(WAIT_TIMEOUT_S)
+    received = b""
+    while chunk := client.recv(65536):
+        received += chunk
+    return received
 
 
 async def test_a_burst_of_new_connections_is_spread_over_the_workers(services: Services, tmp_path: Path) -> None:
     command, port = serve_command(workers=2)
     log = tmp_path / "serve.log"
     with running(command, service_environment(services), log) as server:
-        await wait_ready(f"http://127.0.0.1:{port}", server, log)
-        workers = _workers(server)
-        assert len(workers) == 2, [child.cmdline() for child in psutil.Process(server.pid).children()]
-
-        async def each_worker_listens() -> bool:  # a worker may still be starting when another answers
-            return [_listening_on(worker, port) for worker in workers] == [1, 1]
-
-        await eventually(each_worker_listens, "a listening socket in each worker")
-        assert _listening_on(psutil.Process(server.pid), port) == 0, "the supervisor accepts nothing"
+        workers = await _started(port, server, log)
+        first, second = (_listening_on(worker, port) for worker in workers)
+        assert first != second, "each worker serves a socket of its own"
+        assert first | second == _listening_on(psutil.Process(server.pid), port), "the supervisor keeps them all"
 
         clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(CONNECTIONS)]  # all at once
         try:
@@ -67,6 +102,33 @@ async def test_a_burst_of_new_connections_is_spread_over_the_workers(services: S
     assert min(counts) >= CONNECTIONS // 4, counts
 
 
+async def test_connections_queued_on_a_dead_workers_socket_are_served_by_its_replacement(
+    services: Services, tmp_path: Path
+) -> None:
+    command, port = serve_command(workers=2)
+    log = tmp_path / "serve.log"
+    with running(command, service_environment(services), log) as server:
+        workers = await _started(port, server, log)
+        doomed = workers[0]
+        doomed.suspend()  # it accepts nothing more: connections hashed onto its socket queue there
+        request = b"GET /healthz HTTP/1.1\r\nHost: rushgate\r\nConnection: close\r\n\r\n"
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(CONNECTIONS)]
+        try:
+            for client in clients:
+                client.sendall(request)
+            (doomed_socket,) = _listening_on(doomed, port)
+            queued = _accept_queue(doomed_socket)  # every connect() returned: each sits in one accept queue
+            doomed.kill()
+            answers = [_answer(client) for client in clients]
+        finally:
+            for client in clients:
+                client.close()
+        replacements = [worker for worker in _workers(server) if worker.pid != doomed.pid]
+    assert queued > 0, "some connections must have waited on the dead worker's socket for the test to mean anything"
+    assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers), [answer[:40] for answer in answers]
+    assert len(replacements) == 2, "the dead worker was replaced"
+
+
 def test_a_port_in_use_is_refused(services: Services) -> None:
     command, port = serve_command(workers=2)
     with socket.socket() as holder:
@@ -75,3 +137,16 @@ def test_a_port_in_use_is_refused(services: Services) -> None:
         result = run_command(services, *command)
     assert result.returncode != 0
     assert "address already in use" in (result.stdout + result.stderr).lower(), result.stderr[-2000:]
+
+
+def test_a_worker_that_cannot_start_stops_the_server_instead_of_being_restarted(services: Services) -> None:
+    command, _ = serve_command(workers=2)
+    with socket.socket() as probe:  # a port nothing listens on: every worker's start-up fails
+        probe.bind(("127.0.0.1", 0))
+        environ = service_environment(services, REDIS_URL=f"redis://127.0.0.1:{probe.getsockname()[1]}/0")
+        result = subprocess.run(
+            [sys.executable, "-m", "rushgate", *command], env=environ, capture_output=True, text=True, timeout=120,
+            check=False,
+        )  # fmt: skip
+    assert result.returncode == STARTUP_FAILURE, result.stderr[-2000:]
+    assert "could not start: stopping the server" in result.stderr
