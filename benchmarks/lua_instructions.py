@@ -26,7 +26,7 @@ from pathlib import Path
 
 from benchmarks.support import order_requests, reserve
 from intake.service import CatalogService
-from reservation.scripts import Script
+from reservation.scripts import Script, with_includes
 from reservation.store import RedisStore, connect
 from rushgate.embedded import EmbeddedRedis, free_port
 from tests.support import add_sku, setup_region
@@ -51,7 +51,7 @@ async def _drive(port: int, pid: int, orders: int, calls: int, script: str | Non
         store = RedisStore(client)
         await store.load_scripts()
         if script is not None:
-            store._scripts["reserve"] = Script("reserve", Path(script).read_text())
+            store._scripts["reserve"] = Script("reserve", with_includes(Path(script).read_text()))
             await store.load_scripts()
         now_ms = int(time.time() * 1000)
         catalog = CatalogService(store, lambda: now_ms)

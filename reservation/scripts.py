@@ -47,12 +47,13 @@ INCLUDE = re.compile(r"^--!include (\w+)$", re.MULTILINE)
 code, so what several scripts share is spliced in here, before the SHA is taken."""
 
 
+def with_includes(text: str) -> str:
+    """A script's text with each ``--!include`` line replaced by that piece of lua/lib/."""
+    library = resources.files("reservation") / "lua" / "lib"
+    return INCLUDE.sub(lambda match: (library / f"{match.group(1)}.lua").read_text().rstrip("\n"), text)
+
+
 def read_scripts() -> dict[str, Script]:
     """Every script of the package, by name, with its includes spliced in."""
     folder = resources.files("reservation") / "lua"
-
-    def source(name: str) -> str:
-        text = (folder / f"{name}.lua").read_text()
-        return INCLUDE.sub(lambda match: (folder / "lib" / f"{match.group(1)}.lua").read_text().rstrip("\n"), text)
-
-    return {name: Script(name, source(name)) for name in SCRIPT_NAMES}
+    return {name: Script(name, with_includes((folder / f"{name}.lua").read_text())) for name in SCRIPT_NAMES}
