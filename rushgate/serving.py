@@ -6,31 +6,33 @@ whichever worker wakes first: uvloop accepts until the backlog is empty. Measure
 128 keep-alive connections opened at once against 2 workers, one worker served nearly all of
 them (60 % of a CPU against 2.5 %) while the other idled; with 64, one worker sometimes got none.
 
-So the supervisor here binds and listens one SO_REUSEPORT socket per worker slot, and the
-kernel spreads new connections over them by a hash of the address pair. Worker *i* serves
-slot *i*'s socket only. The supervisor keeps every socket open: when a worker dies, the
-connections queued on its socket wait there for its replacement, which gets the same socket,
-instead of being reset. Before binding, the supervisor binds the address once without
-SO_REUSEPORT, so a port another program holds fails with uvicorn's usual error instead of
-being shared. A worker that exits with uvicorn's start-up failure code stops the whole server
-(restarting it would fail the same way); any other exit is replaced.
+So the supervisor binds and listens one SO_REUSEPORT socket per worker slot, and the kernel
+spreads new connections over them by a hash of the address pair. The supervisor is uvicorn's
+own (signals, health checks that replace a hung worker, replacing dead workers, stopping on a
+start-up failure); what changes is what each worker serves. Every worker is handed all the
+slots' sockets and keeps the first slot whose lock file no live worker holds, closing the
+others; the lock is released when the worker dies, so its replacement takes over its slot.
+The supervisor keeps every socket open, so connections queued on a dead worker's socket wait
+there for the replacement instead of being reset. Before binding, the supervisor binds the
+address once without SO_REUSEPORT, so a port held by another program (even one that sets
+SO_REUSEPORT itself, such as a second rushgate) is refused rather than shared.
 
-Each worker is uvicorn's own server, started the way uvicorn starts its workers (spawn,
-logging configured in the child). SIGINT and SIGTERM stop the workers gracefully; uvicorn's
-SIGHUP / SIGTTIN / SIGTTOU worker management is not offered. benchmarks.uvicorn_serve serves the
-bare and row-lock apps through :func:`serve_uvicorn` too, so the benchmark ratios compare
-applications under the same server set-up.
+uvicorn's SIGHUP (restart every worker), SIGTTIN and SIGTTOU (one worker more or fewer) are
+ignored with a warning: each needs a worker beside a full set of slots.
+
+benchmarks.uvicorn_serve serves the bare and row-lock apps through :func:`serve_uvicorn` too,
+so the benchmark ratios compare applications under the same server set-up.
 """
 
 from __future__ import annotations
 
-import functools
+import fcntl
 import logging
-import signal
+import shutil
 import socket
-import threading
-from multiprocessing.process import BaseProcess
-from typing import Any
+import tempfile
+from pathlib import Path
+from typing import IO, Any, cast
 
 UVICORN_OPTIONS: dict[str, Any] = {
     "loop": "uvloop",
@@ -45,9 +47,11 @@ UVICORN_OPTIONS: dict[str, Any] = {
 
 REUSE_PORT = hasattr(socket, "SO_REUSEPORT")
 STARTUP_FAILURE = 3  # uvicorn's exit code for a server that could not start (uvicorn.config.STARTUP_FAILURE)
-SUPERVISE_INTERVAL_S = 0.5
 
 logger = logging.getLogger("uvicorn.error")  # formatted and filtered like uvicorn's own messages
+
+_slot_locks: list[IO[str]] = []
+"""In a worker process: the lock file of its slot, held open (so locked) for the worker's life."""
 
 
 def listen_reuse_port(host: str, port: int, backlog: int) -> socket.socket:
@@ -65,78 +69,83 @@ def listen_reuse_port(host: str, port: int, backlog: int) -> socket.socket:
     return sock
 
 
-def _serve(config: Any, sockets: list[socket.socket]) -> None:
-    """A worker process: uvicorn's server on the socket of its slot."""
-    import uvicorn
-
-    uvicorn.Server(config).run(sockets=sockets)
-
-
-class Supervisor:
-    """Worker processes, one per listening socket; a dead worker's replacement takes over its socket."""
-
-    def __init__(self, config: Any, sockets: list[socket.socket]) -> None:
-        self.config = config
-        self.sockets = sockets
-        self.processes: list[BaseProcess] = []
-        self.stopping = threading.Event()
-
-    def _start(self, slot: int) -> BaseProcess:
-        from uvicorn._subprocess import get_subprocess  # spawn, stdin and logging as uvicorn's workers
-
-        process = get_subprocess(self.config, functools.partial(_serve, self.config), [self.sockets[slot]])
-        process.start()
-        return process
-
-    def run(self) -> int:
-        """Serve until SIGINT or SIGTERM (0) or until a worker cannot start (STARTUP_FAILURE)."""
-        for signal_number in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signal_number, lambda *_: self.stopping.set())
-        exit_code = 0
+def claim_slot(lock_dir: str, sockets: list[socket.socket]) -> socket.socket:
+    """In a worker process: the socket of the first slot no live worker holds; the others are closed."""
+    for slot, sock in enumerate(sockets):
+        lock = open(Path(lock_dir) / f"slot-{slot}", "a")  # noqa: SIM115 (held open on purpose)
         try:
-            self.processes = [self._start(slot) for slot in range(len(self.sockets))]
-            while not self.stopping.wait(SUPERVISE_INTERVAL_S):
-                exit_code = self.replace_dead_workers()
-        finally:
-            for process in self.processes:
-                if process.is_alive():
-                    process.terminate()  # SIGTERM: uvicorn finishes the requests in flight
-            for process in self.processes:
-                process.join()
-            for sock in self.sockets:
-                sock.close()
-        return exit_code
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        _slot_locks.append(lock)
+        for other in sockets:
+            if other is not sock:
+                other.close()
+        return sock
+    raise RuntimeError(f"every one of the {len(sockets)} worker slots is taken")
 
-    def replace_dead_workers(self) -> int:
-        for slot, process in enumerate(self.processes):
-            if process.is_alive():
-                continue
-            process.join()
-            if process.exitcode == STARTUP_FAILURE:
-                logger.error("worker %s could not start: stopping the server", process.pid)
-                self.stopping.set()
-                return STARTUP_FAILURE
-            logger.warning("worker %s exited (%s): starting another on its socket", process.pid, process.exitcode)
-            self.processes[slot] = self._start(slot)
-        return 0
+
+class SlotSockets:
+    """Stands in for the listening socket in uvicorn's supervisor. Pickled into each worker
+    (uvicorn spawns them), it carries every slot's socket and becomes the one slot socket that
+    worker claimed (:func:`claim_slot`)."""
+
+    def __init__(self, sockets: list[socket.socket], lock_dir: str) -> None:
+        self.sockets = sockets
+        self.lock_dir = lock_dir
+
+    def __reduce__(self) -> tuple[Any, tuple[str, list[socket.socket]]]:
+        return claim_slot, (self.lock_dir, self.sockets)
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
 
 
 def serve_uvicorn(app: str, *, factory: bool, host: str, port: int, workers: int) -> int:
     """Run app (an import string) under uvicorn with UVICORN_OPTIONS until it is told to stop;
-    the exit code for the process."""
+    the exit code for the process (STARTUP_FAILURE when a worker could not start)."""
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     if workers == 1 or port == 0 or not REUSE_PORT:  # port 0: each socket would get a port of its own
         uvicorn.run(app, factory=factory, host=host, port=port, workers=workers, **UVICORN_OPTIONS)
         return 0
+
+    class SlotMultiprocess(Multiprocess):
+        """uvicorn's supervisor, told apart from a start-up failure when a signal stops it, and
+        without the worker-count changes that slots cannot follow."""
+
+        stopped_by_signal = False
+
+        def handle_int(self) -> None:
+            self.stopped_by_signal = True
+            super().handle_int()
+
+        def handle_term(self) -> None:
+            self.stopped_by_signal = True
+            super().handle_term()
+
+        def handle_hup(self) -> None:
+            logger.warning("SIGHUP ignored: rushgate serve gives each worker a socket of its own; restart it instead")
+
+        def handle_ttin(self) -> None:
+            logger.warning("SIGTTIN ignored: the number of workers is fixed (--workers)")
+
+        def handle_ttou(self) -> None:
+            logger.warning("SIGTTOU ignored: the number of workers is fixed (--workers)")
+
     config = uvicorn.Config(app, factory=factory, host=host, port=port, workers=workers, **UVICORN_OPTIONS)
     config.bind_socket().close()  # the address must be free: exits with uvicorn's message if it is not
-    sockets: list[socket.socket] = []
+    lock_dir = tempfile.mkdtemp(prefix="rushgate-slots-")
+    slots = SlotSockets([], lock_dir)
     try:
         for _ in range(workers):
-            sockets.append(listen_reuse_port(host, port, config.backlog))
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
-    return Supervisor(config, sockets).run()
+            slots.sockets.append(listen_reuse_port(host, port, config.backlog))
+        supervisor = SlotMultiprocess(config, sockets=[cast(socket.socket, slots)])
+        supervisor.run()
+    finally:
+        slots.close()
+        shutil.rmtree(lock_dir, ignore_errors=True)
+    return 0 if supervisor.stopped_by_signal else STARTUP_FAILURE
