@@ -53,7 +53,8 @@ def _wait_for(condition: object, process: subprocess.Popen[bytes], what: str, lo
 def die_with_parent(signal_number: int) -> Callable[[], None] | None:
     """A preexec_fn that has Linux send the child signal_number when its parent dies.
 
-    So a `rushgate up` killed with SIGKILL leaves no server or worker behind.
+    So a `rushgate up` killed with SIGKILL leaves no server or worker behind (and `rushgate serve`'s
+    uvicorn workers ask for the same when their supervisor dies: rushgate/serving.py).
     """
     if not sys.platform.startswith("linux"):
         return None

@@ -12,6 +12,8 @@ own (signals, health checks that replace a hung worker, replacing dead workers, 
 start-up failure); what changes is what each worker serves. Every worker is handed all the
 slots' sockets and keeps the first slot whose lock file no live worker holds, closing the
 others; the lock is released when the worker dies, so its replacement takes over its slot.
+A worker also asks Linux for SIGTERM when the supervisor dies, so a SIGKILLed supervisor
+leaves no worker behind.
 The supervisor keeps every socket open, so connections queued on a dead worker's socket wait
 there for the replacement instead of being reset. Before binding, the supervisor binds the
 address once without SO_REUSEPORT, so a port held by another program (even one that sets
@@ -28,11 +30,15 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import shutil
+import signal
 import socket
 import tempfile
 from pathlib import Path
 from typing import IO, Any, cast
+
+from rushgate.embedded import die_with_parent
 
 UVICORN_OPTIONS: dict[str, Any] = {
     "loop": "uvloop",
@@ -69,8 +75,18 @@ def listen_reuse_port(host: str, port: int, backlog: int) -> socket.socket:
     return sock
 
 
-def claim_slot(lock_dir: str, sockets: list[socket.socket]) -> socket.socket:
-    """In a worker process: the socket of the first slot no live worker holds; the others are closed."""
+def claim_slot(lock_dir: str, sockets: list[socket.socket], supervisor_pid: int) -> socket.socket:
+    """In a worker process: the socket of the first slot no live worker holds; the others are closed.
+
+    It runs first thing in the worker, so it also has Linux stop the worker when the supervisor
+    dies: a supervisor killed with SIGKILL (as `rushgate up` does to a server that does not stop)
+    would otherwise leave its workers serving the port with no one to stop them.
+    """
+    set_parent_death_signal = die_with_parent(signal.SIGTERM)
+    if set_parent_death_signal is not None:
+        set_parent_death_signal()
+    if os.getppid() != supervisor_pid:  # it died before the signal was set
+        raise SystemExit(f"the supervisor ({supervisor_pid}) is gone")
     for slot, sock in enumerate(sockets):
         lock = open(Path(lock_dir) / f"slot-{slot}", "a")  # noqa: SIM115 (held open on purpose)
         try:
@@ -95,8 +111,8 @@ class SlotSockets:
         self.sockets = sockets
         self.lock_dir = lock_dir
 
-    def __reduce__(self) -> tuple[Any, tuple[str, list[socket.socket]]]:
-        return claim_slot, (self.lock_dir, self.sockets)
+    def __reduce__(self) -> tuple[Any, tuple[str, list[socket.socket], int]]:
+        return claim_slot, (self.lock_dir, self.sockets, os.getpid())
 
     def close(self) -> None:
         for sock in self.sockets:

@@ -156,3 +156,20 @@ def test_a_worker_that_cannot_start_stops_the_server_instead_of_being_restarted(
         )  # fmt: skip
     assert result.returncode == STARTUP_FAILURE, result.stderr[-2000:]
     assert "failed to start" in result.stderr
+
+
+async def test_workers_stop_when_their_supervisor_is_killed(services: Services, tmp_path: Path) -> None:
+    """As `rushgate up` does to a server that will not stop: SIGKILL leaves no worker serving the port."""
+    command, port = serve_command(workers=2)
+    log = tmp_path / "serve.log"
+    with running(command, service_environment(services), log) as server:
+        workers = await _started(port, server, log)
+        server.kill()
+        server.wait()
+
+        async def workers_gone() -> bool:
+            return not any(worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE for worker in workers)
+
+        await eventually(workers_gone, "the workers of a killed supervisor exit")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # nothing holds the port any more
