@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.e2e [--duration 20] [--rounds 3] [--workers 2] [--connections 64]
 [--server uvicorn|granian] [--skip-bare] [--skip-rowlock] [--skip-batch] [--skip-openloop]
-[--skip-expiry] [--json PATH]``
+[--skip-expiry] [--openloop-engine auto|c|python] [--json PATH]``
 
 Starts embedded Redis (valkey, AOF everysec) and Postgres (fsync on), migrates, and runs
 `rushgate serve --workers N`, `rushgate persister` and `rushgate sweeper`, plus the two
@@ -11,7 +11,8 @@ comparison apps (benchmarks/apps) under the same ASGI server and worker count. T
 1. closed loop: wrk (benchmarks/wrk/orders.lua, fresh idempotency keys, one hot SKU) drives
    the apps alternately, every app once per round, the order rotating between rounds; the
    persister's backlog is sampled during every rushgate run and its drain timed after it;
-2. open loop: benchmarks.openloop at 80 % of rushgate's mean closed-loop rate, right after it;
+2. open loop: benchmarks.openloop (its C engine when a C compiler is there) at 80 % of
+   rushgate's mean closed-loop rate, right after it;
 3. batch intake: POST /v1/orders:batch with 100 orders per request (skipped when absent);
 4. expiry: 100,000 holds reach their deadlines (spread at rushgate's closed-loop rate), the
    sweeper process releases them.
@@ -55,6 +56,7 @@ from benchmarks.harness import (
     wait_ready,
 )
 from benchmarks.load import BATCH_SCRIPT, ORDERS_SCRIPT, find_wrk, run_open_loop, run_wrk
+from benchmarks.openloop import ENGINES
 from reservation.store import RedisStore, connect
 from rushgate.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
@@ -118,6 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=100, help="orders per batch request (default 100)")
     parser.add_argument("--openloop-duration", type=float, default=15.0, help="open-loop seconds (default 15)")
     parser.add_argument("--openloop-connections", type=int, default=128, help="open-loop connections (128)")
+    parser.add_argument("--openloop-engine", choices=ENGINES, default="auto",
+                        help="open-loop generator: c (built with cc), python, or auto (c when it builds)")  # fmt: skip
     parser.add_argument("--openloop-fraction", type=float, default=OPEN_LOOP_FRACTION, help="of peak (0.8)")
     parser.add_argument("--expiry-holds", type=int, default=100_000, help="holds in the expiry phase (100000)")
     parser.add_argument(
@@ -374,7 +378,7 @@ class Phases:
             self.environment.apps["rushgate"].base_url + "/v1/orders",
             token=self.environment.gateway_token, rate=rate, duration_s=arguments.openloop_duration,
             warmup_s=2.0, connections=arguments.openloop_connections, run_id=f"{self.run_id}o{self.runs}",
-            env=self.environment.child_env,
+            env=self.environment.child_env, engine=arguments.openloop_engine, sku=HOT_SKU,
         )  # fmt: skip
         samples = await sampler.stop()
         result["peak_rate"] = peak_rate
@@ -594,7 +598,8 @@ def _render_open_loop(result: dict[str, Any]) -> list[str]:
         f"  latency from intended send: p50 {latency['p50']:.2f}  p99 {latency['p99']:.2f}  "
         f"p99.9 {latency['p999']:.2f}  max {latency['max']:.2f} ms (target p99 <= {TARGET_P99_MS:g} ms: {verdict})",
         f"  service time: p50 {service['p50']:.2f}  p99 {service['p99']:.2f} ms; send lag p99 {lag['p99']:.2f}  "
-        f"max {lag['max']:.2f} ms; the generator used {result['generator_cpu_fraction']:.0%} of a CPU",
+        f"max {lag['max']:.2f} ms; the generator ({result.get('engine', 'python')}) used "
+        f"{result['generator_cpu_fraction']:.0%} of a CPU",
     ]
 
 

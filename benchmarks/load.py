@@ -1,4 +1,4 @@
-"""Load generators run as child processes: wrk (closed loop) and benchmarks.openloop (open loop).
+"""Load generators run as child processes: wrk (closed loop) and benchmarks.openloop (open loop, C or Python).
 
 Both print one JSON object that is parsed here; a generator that is still running when the
 harness is interrupted is killed.
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import ROOT, HarnessError
+from benchmarks.openloop import native_command, native_generator
 
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
 ORDERS_SCRIPT = WRK_DIR / "orders.lua"
@@ -95,16 +96,24 @@ async def run_open_loop(
     connections: int,
     run_id: str,
     env: Mapping[str, str],
+    engine: str = "auto",
+    sku: str = "hot",
 ) -> dict[str, Any]:
-    """benchmarks.openloop in its own process (so it has its own interpreter and GIL)."""
-    argv = [
-        sys.executable, "-m", "benchmarks.openloop", "--url", url, "--rate", f"{rate:.1f}",
-        "--duration", str(duration_s), "--warmup", str(warmup_s), "--connections", str(connections),
-        "--run-id", run_id, "--json",
-    ]  # fmt: skip
+    """benchmarks.openloop in its own process: its C engine, or its Python one (own interpreter and GIL)."""
+    if engine != "python" and (engine == "c" or await asyncio.to_thread(native_generator) is not None):
+        argv = native_command(
+            url, token=token, sku=sku, rate=rate, duration_s=duration_s, warmup_s=warmup_s,
+            connections=connections, run_id=run_id,
+        )  # fmt: skip
+    else:
+        argv = [
+            sys.executable, "-m", "benchmarks.openloop", "--url", url, "--rate", f"{rate:.1f}",
+            "--duration", str(duration_s), "--warmup", str(warmup_s), "--connections", str(connections),
+            "--run-id", run_id, "--sku", sku, "--json", "--engine", "python",
+        ]  # fmt: skip
     generator_env = {**env, "GATEWAY_TOKEN": token}
     code, stdout, stderr = await _run(argv, generator_env, duration_s + warmup_s + GENERATOR_GRACE_S)
     if code != 0 or not stdout.strip():
-        raise HarnessError(f"benchmarks.openloop failed (exit {code}): {stderr.strip()[-2000:]}")
+        raise HarnessError(f"the open-loop generator failed (exit {code}): {stderr.strip()[-2000:]}")
     report: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
     return report

@@ -95,12 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orders", type=int, default=100, help="orders per reserve call (100)")
     parser.add_argument("--calls", type=int, default=20, help="measured calls (20)")
     parser.add_argument("--script", help="another reserve.lua to measure with the same arguments")
+    parser.add_argument("--keep", metavar="DIR", help="keep callgrind.out in DIR (for callgrind_annotate)")
     arguments = parser.parse_args(argv)
     for tool in ("valgrind", "callgrind_control", "callgrind_annotate"):
         if shutil.which(tool) is None:
             parser.error(f"{tool} not found: apt-get install valgrind")
-    with tempfile.TemporaryDirectory(prefix="rushgate-callgrind-") as directory:
-        instructions = measure(arguments.orders, arguments.calls, arguments.script, Path(directory))
+    if arguments.keep:
+        Path(arguments.keep).mkdir(parents=True, exist_ok=True)
+        instructions = measure(arguments.orders, arguments.calls, arguments.script, Path(arguments.keep))
+    else:
+        with tempfile.TemporaryDirectory(prefix="rushgate-callgrind-") as directory:
+            instructions = measure(arguments.orders, arguments.calls, arguments.script, Path(directory))
     per_order = instructions / (arguments.orders * arguments.calls)
     print(f"reserve.lua: {per_order:,.0f} instructions per order ({arguments.orders} orders per call, "
           f"{arguments.calls} calls, {instructions:,} in all)")  # fmt: skip

@@ -31,6 +31,7 @@ from reservation.outcomes import (
     TransferCode,
     WindowCode,
 )
+from reservation.pipelined import PipelinedChannel
 from reservation.records import (
     ORDER_EVENT_KINDS,
     CaseRecord,
@@ -40,7 +41,7 @@ from reservation.records import (
 )
 from reservation.scripts import Script, read_scripts
 
-__all__ = ["RedisError", "RedisStore", "ResponseError", "connect"]
+__all__ = ["Client", "RedisError", "RedisStore", "ResponseError", "connect"]
 
 
 class OrderRequest(msgspec.Struct, frozen=True, gc=False):
@@ -144,9 +145,22 @@ _PACKING_CONNECTIONS: dict[type, type] = {
 }
 
 
-def connect(url: str, *, pool_size_max: int, timeout_ms: int) -> redis_asyncio.Redis:
+class Client(redis_asyncio.Redis):
+    """redis-py's client, plus (for ``redis://`` and ``unix://``) one pipelined connection that
+    RedisStore sends its script calls over (reservation/pipelined.py); ``aclose`` closes both."""
+
+    script_channel: PipelinedChannel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        if self.script_channel is not None:
+            await self.script_channel.aclose()
+        await super().aclose(close_connection_pool)
+
+
+def connect(url: str, *, pool_size_max: int, timeout_ms: int) -> Client:
     """A client with a bounded pool; waiting for a connection is bounded too. ``redis://`` (TCP)
-    and ``unix://`` URLs pack commands with hiredis; TLS (``rediss://``) keeps redis-py's packing."""
+    and ``unix://`` URLs pack commands with hiredis and get a pipelined channel for script calls
+    (one connection more than the pool); TLS (``rediss://``) keeps redis-py for everything."""
     pool = redis_asyncio.BlockingConnectionPool.from_url(
         url,
         max_connections=pool_size_max,
@@ -154,8 +168,12 @@ def connect(url: str, *, pool_size_max: int, timeout_ms: int) -> redis_asyncio.R
         socket_timeout=timeout_ms / 1000,
         socket_connect_timeout=timeout_ms / 1000,
     )
-    pool.connection_class = _PACKING_CONNECTIONS.get(pool.connection_class, pool.connection_class)
-    return redis_asyncio.Redis(connection_pool=pool)
+    packing = _PACKING_CONNECTIONS.get(pool.connection_class)
+    client = Client(connection_pool=pool)
+    if packing is not None:
+        pool.connection_class = packing
+        client.script_channel = PipelinedChannel.from_connection_kwargs(pool.connection_kwargs)
+    return client
 
 
 _orders_encoder = msgspec.msgpack.Encoder()
@@ -212,6 +230,8 @@ class RedisStore:
     def __init__(self, client: redis_asyncio.Redis, *, partition: int = 0) -> None:
         # Typed loosely on purpose: redis-py's stubs cannot know replies are bytes (decode_responses=False).
         self.client: Any = client
+        # Script calls go over the client's pipelined channel when it has one (connect() gives it).
+        self._channel: PipelinedChannel | None = getattr(client, "script_channel", None)
         self.keys = PartitionKeys(partition)
         self._scripts: dict[str, Script] = read_scripts()
 
@@ -223,10 +243,15 @@ class RedisStore:
 
     async def _call(self, name: str, keys: Sequence[str | bytes], args: Sequence[Any]) -> Any:
         script = self._scripts[name]
+        channel = self._channel
         try:
+            if channel is not None:
+                return await channel.call(b"EVALSHA", script.sha, len(keys), *keys, *args)
             return await self.client.evalsha(script.sha, len(keys), *keys, *args)
         except NoScriptError:
             await self.load_scripts()
+            if channel is not None:
+                return await channel.call(b"EVALSHA", script.sha, len(keys), *keys, *args)
             return await self.client.evalsha(script.sha, len(keys), *keys, *args)
 
     async def ping(self) -> bool:
