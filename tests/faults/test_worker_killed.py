@@ -21,6 +21,7 @@ BUYERS = 100
 ORDERS_EACH = 10
 KILL_AFTER = 300
 ATTEMPTS_MAX = 20
+PAUSE_MS_MAX = 10_000  # Redis resumes by itself after this even if the test fails half-way
 
 
 @pytest.mark.parametrize("server_name", ["uvicorn", "granian"])
@@ -45,17 +46,28 @@ async def test_retries_across_a_killed_worker_give_exactly_one_order_per_idempot
             await seed_over_http(client, admin_headers(), on_hand=10_000)
             answered: dict[str, set[str]] = {}
             failures = 0
-            enough_answered = asyncio.Event()
+            enough_answered, all_waiting = asyncio.Event(), asyncio.Event()
+            waiting, active, paused = 0, BUYERS, False
+
+            async def post(body: dict[str, object], key: str) -> httpx.Response:
+                nonlocal waiting
+                waiting += 1
+                if paused and waiting == active:
+                    all_waiting.set()
+                try:
+                    return await client.post("/v1/orders", json=body, headers=gateway_headers(key))
+                finally:
+                    waiting -= 1
 
             async def buy(buyer: int) -> None:
-                nonlocal failures
+                nonlocal failures, active
                 body = {"customer_id": f"b{buyer}", "region": "eu", "order_type": "flash",
                         "items": [{"sku": "s1", "qty": 1}]}  # fmt: skip
                 for number in range(ORDERS_EACH):
                     key = f"key-{buyer}-{number}"
                     for _ in range(ATTEMPTS_MAX):
                         try:
-                            response = await client.post("/v1/orders", json=body, headers=gateway_headers(key))
+                            response = await post(body, key)
                         except httpx.TransportError:
                             failures += 1
                             continue  # the worker died under this request: retry with the same key
@@ -67,13 +79,27 @@ async def test_retries_across_a_killed_worker_give_exactly_one_order_per_idempot
                         if len(answered) >= KILL_AFTER:
                             enough_answered.set()
                         break
+                active -= 1
+                if paused and waiting == active:
+                    all_waiting.set()
 
             async def kill_one_worker() -> None:
+                nonlocal paused
                 await enough_answered.wait()
-                # The worker holding the most connections right now: the kernel may hand a worker
-                # few or none for a while (it hashes each new connection onto one worker's socket).
-                busiest = max(workers, key=lambda worker: connections_on(worker, port))
-                busiest.send_signal(signal.SIGKILL)
+                # Hold every reservation in Redis (scripts that write wait while writes are paused),
+                # so the workers have requests in flight when one dies; answered at full speed, the
+                # requests were mostly on the client's side and a kill could miss all of them.
+                await store.client.execute_command("CLIENT", "PAUSE", PAUSE_MS_MAX, "WRITE")
+                paused = True
+                try:
+                    if waiting < active:
+                        await all_waiting.wait()  # every buyer has sent a request that cannot be answered
+                    # The worker holding the most connections: the kernel may hand a worker few or
+                    # none for a while (it hashes each new connection onto one worker's socket).
+                    busiest = max(workers, key=lambda worker: connections_on(worker, port))
+                    busiest.send_signal(signal.SIGKILL)
+                finally:
+                    await store.client.execute_command("CLIENT", "UNPAUSE")
 
             await asyncio.gather(kill_one_worker(), *(buy(number) for number in range(BUYERS)))
     orders = BUYERS * ORDERS_EACH

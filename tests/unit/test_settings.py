@@ -99,6 +99,7 @@ def test_variables_outside_the_settings_are_ignored() -> None:
         ("RUSHGATE_REDIS_TIMEOUT_MS", "250", "redis_timeout_ms", 250),
         ("RUSHGATE_PERSISTER_BATCH_SIZE_MAX", "50", "persister_batch_size_max", 50),
         ("RUSHGATE_PERSISTER_BLOCK_MS", "10", "persister_block_ms", 10),
+        ("RUSHGATE_PERSISTER_LINGER_MS", "0", "persister_linger_ms", 0),
         ("RUSHGATE_PERSISTER_CLAIM_IDLE_MS", "500", "persister_claim_idle_ms", 500),
         ("RUSHGATE_PERSISTER_RETRY_MS_MAX", "100", "persister_retry_ms_max", 100),
         ("RUSHGATE_SWEEPER_INTERVAL_MS", "20", "sweeper_interval_ms", 20),
