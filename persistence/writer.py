@@ -154,11 +154,16 @@ def _rows_from_json(column_types: str) -> str:
     return f"SELECT {casts} FROM jsonb_array_elements($1::jsonb) AS row"
 
 
-_INSERT_EVENTS = f"""
+_INSERT_EVENTS = """
 INSERT INTO events (partition, stream_ms, stream_seq, kind, order_id, occurred_at, payload)
-{_rows_from_json("integer bigint bigint text text ms json")}
+SELECT (row->>0)::integer, (row->>1)::bigint, (row->>2)::bigint, row->>3, row->>4,
+       timestamptz 'epoch' + (row->>5)::bigint * interval '1 millisecond', payload::json
+FROM ROWS FROM (jsonb_array_elements($1::jsonb), unnest($2::text[])) AS batch(row, payload)
 ON CONFLICT DO NOTHING
 """
+"""The payloads travel beside the rows, as a text array: inside the rows' jsonb document each
+~1.2 KB payload was parsed into jsonb with the rest, then printed back to text for the json
+column (events was the costliest of the batch's statements: 31 us of 123 per order event)."""
 
 _UPSERT_ORDERS = f"""
 INSERT INTO orders (order_id, customer_id, region, order_type, status, cancel_reason, total, currency,
@@ -339,15 +344,16 @@ def _config_statement(event: Event) -> tuple[str, tuple[Any, ...]]:
 async def write_events(connection: asyncpg.Connection, events: Sequence[Event]) -> None:
     """Write one batch in one transaction; safe to call again with any of the same events."""
     event_rows = []
+    payloads: list[str] = []
     latest_orders: dict[str, OrderRecord] = {}
     latest_cases: dict[str, CaseRecord] = {}
     movement_rows = []
     for event in events:
         order_id = event.order.order_id if event.order is not None else None
         event_rows.append(
-            (event.partition, event.stream_ms, event.stream_seq, event.kind, order_id,
-             event.occurred_ms, _payload(event))
+            (event.partition, event.stream_ms, event.stream_seq, event.kind, order_id, event.occurred_ms)
         )  # fmt: skip
+        payloads.append(_payload(event))
         if event.order is not None:
             known = latest_orders.get(event.order.order_id)
             if known is None or known.version < event.order.version:
@@ -392,7 +398,7 @@ async def write_events(connection: asyncpg.Connection, events: Sequence[Event]) 
     config_events = sorted((event for event in events if event.data is not None and event.kind != "stock_changed"),
                            key=lambda event: event.position)  # fmt: skip
     async with connection.transaction():
-        await connection.execute(_INSERT_EVENTS, _json_rows(event_rows))
+        await connection.execute(_INSERT_EVENTS, _json_rows(event_rows), payloads)
         if latest_orders:
             await connection.execute(_UPSERT_ORDERS, _json_rows([_order_row(o) for o in latest_orders.values()]))
             await connection.execute(_UPSERT_SHIPMENTS, _json_rows(shipment_rows))

@@ -43,10 +43,11 @@ def consumer_name() -> str:
 
 def persister_linger_s(written: int, settings: Settings) -> float:
     """How long to let the stream fill after a batch of written entries: persister_linger_ms after a
-    batch that was not full (under a steady load each Postgres transaction then carries more orders;
-    its commit and five statements cost about the same for 20 orders as for 200), else 0: a full
-    batch means a backlog to catch up on, and an empty read already waited in XREADGROUP's BLOCK."""
-    if 0 < written < settings.persister_batch_size_max:
+    batch under a quarter full (under a steady load each Postgres transaction then carries more
+    orders; its commit and five statements cost about the same for 20 orders as for 200), else 0:
+    a larger batch means a backlog building up, and an empty read already waited in XREADGROUP's
+    BLOCK."""
+    if 0 < written < max(1, settings.persister_batch_size_max // 4):
         return settings.persister_linger_ms / 1000
     return 0.0
 

@@ -103,3 +103,35 @@ async def test_an_entry_that_can_never_be_applied_becomes_a_dead_letter_and_the_
     )
     assert await store.stream_backlog(PERSISTER_GROUP) == 0
     assert await count_rows(database, "SELECT count(*) FROM orders WHERE order_id = $1", last.order_id) == 1
+
+
+async def test_the_event_feed_keeps_each_events_payload_beside_its_row(
+    stocked: None, orders: OrderService, store: RedisStore, database: str
+) -> None:
+    """Payloads travel to Postgres apart from the rows (a text array beside the rows' document):
+    each row must get its own event's payload, and the text must survive as JSON."""
+    _, first = await orders.place(order_in("c1", {"s1": 2}), "k1")
+    _, second = await orders.place(order_in("c2", {"s1": 1}), 'k"2\\ {x}')  # JSON's escapes, in a key
+    await orders.cancel(second.order_id, "customer")
+    events = [decode_entry(0, entry_id, fields) for entry_id, fields in await all_entries(store)]
+    connection = await connect(database)
+    try:
+        await write_events(connection, events)
+        rows = await connection.fetch(
+            "SELECT kind, order_id, payload::text AS payload, stream_ms, stream_seq FROM events "
+            "WHERE order_id IS NOT NULL ORDER BY stream_ms, stream_seq"
+        )
+    finally:
+        await connection.close()
+    feed = [(row["kind"], row["order_id"], msgspec.json.decode(row["payload"])) for row in rows]
+    assert [(kind, order_id) for kind, order_id, _ in feed] == [
+        ("order_created", first.order_id), ("order_created", second.order_id), ("order_cancelled", second.order_id)
+    ]  # fmt: skip
+    for kind, order_id, payload in feed:
+        assert payload["order"]["order_id"] == order_id
+        assert payload["order"]["status"] == ("cancelled" if kind == "order_cancelled" else "pending_payment")
+    assert feed[0][2]["order"]["customer_id"] == "c1"
+    assert [(m["sku"], m["kind"], m["qty"], m["reserved_delta"]) for m in feed[0][2]["movements"]] == [
+        ("s1", "reserve", 2, 2)
+    ]
+    assert feed[2][2]["order"]["idempotency_key"] == 'k"2\\ {x}'
