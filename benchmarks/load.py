@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import ROOT, HarnessError
-from benchmarks.openloop import native_command, native_generator
+from benchmarks.openloop import native_command, usable_native_generator
 
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
 ORDERS_SCRIPT = WRK_DIR / "orders.lua"
@@ -100,7 +100,7 @@ async def run_open_loop(
     sku: str = "hot",
 ) -> dict[str, Any]:
     """benchmarks.openloop in its own process: its C engine, or its Python one (own interpreter and GIL)."""
-    if engine != "python" and (engine == "c" or await asyncio.to_thread(native_generator) is not None):
+    if engine == "c" or (engine == "auto" and await asyncio.to_thread(usable_native_generator) is not None):
         argv = native_command(
             url, token=token, sku=sku, rate=rate, duration_s=duration_s, warmup_s=warmup_s,
             connections=connections, run_id=run_id,

@@ -59,6 +59,15 @@ class EngineUnavailable(RuntimeError):
     """The C engine was asked for and cannot be built here."""
 
 
+def usable_native_generator() -> Path | None:
+    """The C engine for ``auto``: None (the Python engine) without a compiler, or when it does not build."""
+    try:
+        return native_generator()
+    except EngineUnavailable as error:
+        print(f"openloop: {error}; using the Python engine", file=sys.stderr)
+        return None
+
+
 def native_generator() -> Path | None:
     """The C engine's executable, compiled once per source version; None without a C compiler or off Linux."""
     compiler = shutil.which(os.environ.get("CC", "cc"))
@@ -100,7 +109,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an ascending list (q in 0..100)."""
     if not sorted_values:
         return math.nan
-    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    rank = max(1, math.ceil(q * len(sorted_values) / 100 - 1e-9))  # 99.9 % of 1000: rank 999 (binary floats)
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
@@ -349,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", choices=ENGINES, default="auto", help="c, python, or auto: c when it builds")
     arguments = parser.parse_args(argv)
     assert arguments.rate > 0 and arguments.duration > 0 and arguments.connections > 0
-    if arguments.engine != "python" and (arguments.engine == "c" or native_generator() is not None):
+    if arguments.engine == "c" or (arguments.engine == "auto" and usable_native_generator() is not None):
         command = native_command(
             arguments.url, token=arguments.token, sku=arguments.sku, rate=arguments.rate,
             duration_s=arguments.duration, warmup_s=arguments.warmup, connections=arguments.connections,

@@ -101,6 +101,9 @@ class _Protocol(asyncio.Protocol):
     def send(self, packed: bytes, timeout_s: float) -> asyncio.Future[Any]:
         assert self.transport is not None
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.lost:  # lost after its caller got it: nothing would ever answer or time this out
+            future.set_exception(RedisConnectionError("Connection to Redis lost"))
+            return future
         self.pending.append(future)
         self.deadlines.append(asyncio.get_running_loop().time() + timeout_s)
         self.transport.write(packed)
@@ -126,7 +129,7 @@ class PipelinedChannel:
         self.db, self.username, self.password = db, username, password
         self.timeout_s, self.connect_timeout_s = timeout_s, connect_timeout_s
         self._protocol: _Protocol | None = None
-        self._connecting: asyncio.Lock | None = None
+        self._connecting: asyncio.Future[_Protocol] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self._closed = False
 
@@ -158,6 +161,8 @@ class PipelinedChannel:
         protocol = self._protocol
         if protocol is None:
             protocol = await self._connect()
+        elif self._closed:
+            raise RedisConnectionError("the Redis client was closed")
         future = protocol.send(packed, self.timeout_s)
         if self._watchdog is None:
             self._arm(protocol.deadlines[-1])
@@ -194,45 +199,58 @@ class PipelinedChannel:
             self._arm(oldest)
 
     async def _connect(self) -> _Protocol:
+        """The connection, opened by one attempt that every caller waiting for it shares: each
+        waits at most the connect timeout, however many queue up while Redis does not answer."""
         if self._closed:
             raise RedisConnectionError("the Redis client was closed")
-        if self._connecting is None:
-            self._connecting = asyncio.Lock()
-        async with self._connecting:
-            if self._protocol is not None:
-                return self._protocol
-            loop = asyncio.get_running_loop()
-            try:
-                async with asyncio.timeout(self.connect_timeout_s):
-                    if self.path:
-                        _, protocol = await loop.create_unix_connection(lambda: _Protocol(self), self.path)
-                    else:
-                        _, protocol = await loop.create_connection(lambda: _Protocol(self), self.host, self.port)
-            except TimeoutError:
-                raise RedisTimeoutError(f"Timeout connecting to {self.where}") from None
-            except OSError as error:
-                raise RedisConnectionError(f"Error connecting to {self.where}: {error}") from None
-            handshake = []
-            if self.password:
-                credentials = (self.username, self.password) if self.username else (self.password,)
-                auth: tuple[Any, ...] = ("AUTH", *credentials)
-                handshake.append(protocol.send(hiredis.pack_command(auth), self.connect_timeout_s))
-            if self.db:
-                select: tuple[Any, ...] = ("SELECT", self.db)
-                handshake.append(protocol.send(hiredis.pack_command(select), self.connect_timeout_s))
-            try:
-                async with asyncio.timeout(self.connect_timeout_s):
-                    answers = await asyncio.gather(*handshake, return_exceptions=True)
-            except BaseException as error:
-                protocol.abort(RedisConnectionError(f"the connection set-up was interrupted: {error!r}"))
-                if isinstance(error, TimeoutError):
-                    raise RedisTimeoutError(f"Timeout setting up the connection to {self.where}") from None
-                raise
-            refusals = [answer for answer in answers if isinstance(answer, BaseException)]
-            if refusals:  # a wrong password, a database that does not exist: redis-py's error for it
-                protocol.abort(RedisConnectionError("Redis refused the connection set-up"))
-                raise refusals[0]
-            if protocol.lost:
-                raise RedisConnectionError(f"Connection to {self.where} lost while setting it up")
-            self._protocol = protocol
-            return protocol
+        attempt = self._connecting
+        if attempt is None or attempt.done():
+            attempt = self._connecting = asyncio.ensure_future(self._open())
+            attempt.add_done_callback(_retrieve)
+        return await asyncio.shield(attempt)  # a cancelled caller leaves the attempt to the others
+
+    async def _open(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                if self.path:
+                    _, protocol = await loop.create_unix_connection(lambda: _Protocol(self), self.path)
+                else:
+                    _, protocol = await loop.create_connection(lambda: _Protocol(self), self.host, self.port)
+        except TimeoutError:
+            raise RedisTimeoutError(f"Timeout connecting to {self.where}") from None
+        except OSError as error:
+            raise RedisConnectionError(f"Error connecting to {self.where}: {error}") from None
+        handshake = []
+        if self.password:
+            credentials = (self.username, self.password) if self.username else (self.password,)
+            auth: tuple[Any, ...] = ("AUTH", *credentials)
+            handshake.append(protocol.send(hiredis.pack_command(auth), self.connect_timeout_s))
+        if self.db:
+            select: tuple[Any, ...] = ("SELECT", self.db)
+            handshake.append(protocol.send(hiredis.pack_command(select), self.connect_timeout_s))
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                answers = await asyncio.gather(*handshake, return_exceptions=True)
+        except BaseException as error:
+            protocol.abort(RedisConnectionError(f"the connection set-up was interrupted: {error!r}"))
+            if isinstance(error, TimeoutError):
+                raise RedisTimeoutError(f"Timeout setting up the connection to {self.where}") from None
+            raise
+        refusals = [answer for answer in answers if isinstance(answer, BaseException)]
+        if refusals:  # a wrong password, a database that does not exist: redis-py's error for it
+            protocol.abort(RedisConnectionError("Redis refused the connection set-up"))
+            raise refusals[0]
+        if protocol.lost:
+            raise RedisConnectionError(f"Connection to {self.where} lost while setting it up")
+        if self._closed:  # closed while this attempt ran: keep nothing open
+            protocol.abort(RedisConnectionError("the Redis client was closed"))
+            raise RedisConnectionError("the Redis client was closed")
+        self._protocol = protocol
+        return protocol
+
+
+def _retrieve(attempt: asyncio.Future[Any]) -> None:
+    """Mark a failed attempt's error as seen: its callers may all have been cancelled."""
+    if not attempt.cancelled():
+        attempt.exception()

@@ -5,17 +5,19 @@ connections the server dropped mid-request (the generator reconnects and goes on
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
-from benchmarks.openloop import native_generator
+from benchmarks.openloop import native_generator, percentile
 
 RATE, DURATION_S, WARMUP_S, CONNECTIONS = 200, 1.0, 0.5, 8
 RUN_ID = "t1"
@@ -70,13 +72,13 @@ def server() -> Iterator[ThreadingHTTPServer]:
         httpd.server_close()
 
 
-def _run(engine: str, port: int) -> dict[str, Any]:
+def _run(engine: str, port: int, env: dict[str, str] | None = None) -> dict[str, Any]:
     completed = subprocess.run(
         [sys.executable, "-m", "benchmarks.openloop", "--url", f"http://127.0.0.1:{port}/v1/orders",
          "--token", "secret", "--sku", "hot", "--rate", str(RATE), "--duration", str(DURATION_S),
          "--warmup", str(WARMUP_S), "--connections", str(CONNECTIONS), "--run-id", RUN_ID, "--json",
          "--engine", engine],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True, text=True, timeout=120, check=False, env=env,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr
     report: dict[str, Any] = json.loads(completed.stdout)
@@ -127,3 +129,16 @@ def test_engines_report_the_same_fields(server: ThreadingHTTPServer) -> None:
     assert native.keys() == python.keys()
     for name in ("latency_ms", "service_time_ms", "send_lag_ms"):
         assert native[name].keys() == python[name].keys()
+
+
+def test_auto_takes_the_python_engine_when_the_c_one_does_not_build(
+    server: ThreadingHTTPServer, tmp_path: Path
+) -> None:
+    broken = {**os.environ, "CC": "false", "XDG_CACHE_HOME": str(tmp_path)}  # `false` compiles nothing
+    assert _run("auto", server.server_address[1], broken)["engine"] == "python"
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = [float(number) for number in range(1, 1001)]
+    assert [percentile(values, q) for q in (50.0, 90.0, 99.0, 99.9)] == [500.0, 900.0, 990.0, 999.0]
+    assert percentile([7.0], 99.9) == 7.0

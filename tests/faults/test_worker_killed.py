@@ -1,10 +1,17 @@
-"""An API worker SIGKILLed mid-load: clients retrying with the same key get exactly one order each."""
+"""An API worker SIGKILLed mid-load: clients retrying with the same key get exactly one order each.
+
+The dangerous moment is a reservation Redis has committed whose answer never reached the client:
+the retry must replay that order, not create a second one. The workers reach Redis through a
+proxy that can hold Redis's replies back; the busiest worker is killed while replies to its
+script calls are held, so some of its reservations are certainly committed and unanswered."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psutil
@@ -12,7 +19,7 @@ import pytest
 
 from reservation.store import RedisStore
 from tests.conftest import Services, admin_headers, gateway_headers
-from tests.processes import running, serve_command, service_environment, wait_ready
+from tests.processes import WAIT_TIMEOUT_S, running, serve_command, service_environment, wait_ready
 from tests.support import seed_over_http
 
 pytestmark = pytest.mark.slow
@@ -21,89 +28,166 @@ BUYERS = 100
 ORDERS_EACH = 10
 KILL_AFTER = 300
 ATTEMPTS_MAX = 20
-PAUSE_MS_MAX = 10_000  # Redis resumes by itself after this even if the test fails half-way
+
+
+class _Link:
+    """One client connection through the proxy."""
+
+    def __init__(self, client_port: int, writer: asyncio.StreamWriter) -> None:
+        self.client_port = client_port
+        self.writer = writer
+        self.held = bytearray()
+        self.carries_scripts = False  # the client sent EVALSHA on it (the pipelined channel)
+
+
+class ReplyHoldingProxy:
+    """TCP between the service and Redis: commands always pass; while holding, replies wait here."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.links: list[_Link] = []
+        self.holding = False
+        self.held_more = asyncio.Event()
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        link = _Link(writer.get_extra_info("peername")[1], writer)
+        self.links.append(link)
+
+        async def commands() -> None:
+            while data := await reader.read(65536):
+                link.carries_scripts = link.carries_scripts or b"EVALSHA" in data
+                upstream_writer.write(data)
+                await upstream_writer.drain()
+            upstream_writer.close()
+
+        async def replies() -> None:
+            while data := await upstream_reader.read(65536):
+                if self.holding:
+                    link.held += data
+                    self.held_more.set()
+                else:
+                    writer.write(data)
+            writer.close()
+
+        with contextlib.suppress(ConnectionError):
+            await asyncio.gather(commands(), replies())
+
+    def release(self) -> None:
+        self.holding = False
+        for link in self.links:
+            if link.held and not link.writer.is_closing():
+                link.writer.write(bytes(link.held))
+            link.held.clear()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for link in self.links:
+            link.writer.close()
+
+
+def _through(url: str, port: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"127.0.0.1:{port}"))
 
 
 @pytest.mark.parametrize("server_name", ["uvicorn", "granian"])
 async def test_retries_across_a_killed_worker_give_exactly_one_order_per_idempotency_key(
     services: Services, store: RedisStore, tmp_path: Path, server_name: str
 ) -> None:
+    redis = urlsplit(services.redis_url)
+    proxy = ReplyHoldingProxy(redis.hostname or "127.0.0.1", redis.port or 6379)
+    proxy_port = await proxy.start()
     command, port = serve_command(workers=2)
     command += ["--server", server_name]
-    with running(command, service_environment(services), tmp_path / "serve.log") as server:
-        base_url = f"http://127.0.0.1:{port}"
-        await wait_ready(base_url, server, tmp_path / "serve.log")
-        workers = [  # uvicorn also forks multiprocessing's resource tracker: not a worker
-            child
-            for child in psutil.Process(server.pid).children()
-            if not any("resource_tracker" in part for part in child.cmdline())
-        ]
-        assert len(workers) == 2, [child.cmdline() for child in psutil.Process(server.pid).children()]
-        # One connection per request, so a request lands on either worker, as behind a load balancer.
-        async with httpx.AsyncClient(
-            base_url=base_url, timeout=10, limits=httpx.Limits(max_keepalive_connections=0)
-        ) as client:
-            await seed_over_http(client, admin_headers(), on_hand=10_000)
-            answered: dict[str, set[str]] = {}
-            failures = 0
-            enough_answered, all_waiting = asyncio.Event(), asyncio.Event()
-            waiting, active, paused = 0, BUYERS, False
+    environ = service_environment(services, REDIS_URL=_through(services.redis_url, proxy_port))
+    try:
+        with running(command, environ, tmp_path / "serve.log") as server:
+            base_url = f"http://127.0.0.1:{port}"
+            await wait_ready(base_url, server, tmp_path / "serve.log")
+            workers = [  # uvicorn also forks multiprocessing's resource tracker: not a worker
+                child
+                for child in psutil.Process(server.pid).children()
+                if not any("resource_tracker" in part for part in child.cmdline())
+            ]
+            assert len(workers) == 2, [child.cmdline() for child in psutil.Process(server.pid).children()]
+            # One connection per request, so a request lands on either worker, as behind a load balancer.
+            async with httpx.AsyncClient(
+                base_url=base_url, timeout=10, limits=httpx.Limits(max_keepalive_connections=0)
+            ) as client:
+                await seed_over_http(client, admin_headers(), on_hand=10_000)
+                answered: dict[str, set[str]] = {}
+                failures = replays = finished = 0
+                enough_answered = asyncio.Event()
 
-            async def post(body: dict[str, object], key: str) -> httpx.Response:
-                nonlocal waiting
-                waiting += 1
-                if paused and waiting == active:
-                    all_waiting.set()
-                try:
-                    return await client.post("/v1/orders", json=body, headers=gateway_headers(key))
-                finally:
-                    waiting -= 1
+                async def buy(buyer: int) -> None:
+                    nonlocal failures, replays, finished
+                    body = {"customer_id": f"b{buyer}", "region": "eu", "order_type": "flash",
+                            "items": [{"sku": "s1", "qty": 1}]}  # fmt: skip
+                    for number in range(ORDERS_EACH):
+                        key = f"key-{buyer}-{number}"
+                        for _ in range(ATTEMPTS_MAX):
+                            try:
+                                response = await client.post("/v1/orders", json=body, headers=gateway_headers(key))
+                            except httpx.TransportError:
+                                failures += 1
+                                continue  # the worker died under this request: retry with the same key
+                            if response.status_code >= 500:
+                                failures += 1
+                                continue
+                            assert response.status_code == 201, response.text
+                            replays += response.headers.get("idempotent-replayed") == "true"
+                            answered.setdefault(key, set()).add(response.json()["order_id"])
+                            if len(answered) >= KILL_AFTER:
+                                enough_answered.set()
+                            break
+                    finished += 1
+                    if finished == BUYERS:
+                        enough_answered.set()  # never wait for a kill point that cannot come
 
-            async def buy(buyer: int) -> None:
-                nonlocal failures, active
-                body = {"customer_id": f"b{buyer}", "region": "eu", "order_type": "flash",
-                        "items": [{"sku": "s1", "qty": 1}]}  # fmt: skip
-                for number in range(ORDERS_EACH):
-                    key = f"key-{buyer}-{number}"
-                    for _ in range(ATTEMPTS_MAX):
-                        try:
-                            response = await post(body, key)
-                        except httpx.TransportError:
-                            failures += 1
-                            continue  # the worker died under this request: retry with the same key
-                        if response.status_code >= 500:
-                            failures += 1
-                            continue
-                        assert response.status_code == 201, response.text
-                        answered.setdefault(key, set()).add(response.json()["order_id"])
-                        if len(answered) >= KILL_AFTER:
-                            enough_answered.set()
-                        break
-                active -= 1
-                if paused and waiting == active:
-                    all_waiting.set()
+                async def kill_one_worker() -> None:
+                    await enough_answered.wait()
+                    if finished == BUYERS:
+                        return
+                    proxy.holding = True
+                    try:
+                        # The worker holding the most connections: the kernel may hand a worker few
+                        # or none for a while (it hashes each new connection onto one worker's socket).
+                        busiest = max(workers, key=lambda worker: connections_on(worker, port))
+                        to_redis = {
+                            connection.laddr.port
+                            for connection in busiest.net_connections(kind="tcp")
+                            if connection.raddr and connection.raddr.port == proxy_port
+                        }
 
-            async def kill_one_worker() -> None:
-                nonlocal paused
-                await enough_answered.wait()
-                # Hold every reservation in Redis (scripts that write wait while writes are paused),
-                # so the workers have requests in flight when one dies; answered at full speed, the
-                # requests were mostly on the client's side and a kill could miss all of them.
-                await store.client.execute_command("CLIENT", "PAUSE", PAUSE_MS_MAX, "WRITE")
-                paused = True
-                try:
-                    if waiting < active:
-                        await all_waiting.wait()  # every buyer has sent a request that cannot be answered
-                    # The worker holding the most connections: the kernel may hand a worker few or
-                    # none for a while (it hashes each new connection onto one worker's socket).
-                    busiest = max(workers, key=lambda worker: connections_on(worker, port))
-                    busiest.send_signal(signal.SIGKILL)
-                finally:
-                    await store.client.execute_command("CLIENT", "UNPAUSE")
+                        def committed_unanswered() -> bool:
+                            return any(
+                                link.carries_scripts and link.held and link.client_port in to_redis
+                                for link in proxy.links
+                            )
 
-            await asyncio.gather(kill_one_worker(), *(buy(number) for number in range(BUYERS)))
+                        async with asyncio.timeout(WAIT_TIMEOUT_S):
+                            while not committed_unanswered():
+                                proxy.held_more.clear()
+                                await proxy.held_more.wait()
+                        busiest.send_signal(signal.SIGKILL)
+                    finally:
+                        proxy.release()
+
+                await asyncio.gather(kill_one_worker(), *(buy(number) for number in range(BUYERS)))
+    finally:
+        await proxy.stop()
     orders = BUYERS * ORDERS_EACH
     assert failures > 0, "the kill must hit requests in flight for the test to mean anything"
+    assert replays > 0, "a retry must have met an order committed before the kill: the case under test"
     assert len(answered) == orders, "every order got an answer"
     assert all(len(order_ids) == 1 for order_ids in answered.values()), "a retry never created a second order"
     level = (await store.stock_levels("s1"))["w1"]

@@ -175,3 +175,68 @@ async def test_calls_after_close_are_refused(services: Services) -> None:
 def test_tls_clients_have_no_channel() -> None:
     assert connect("rediss://127.0.0.1:6379/0", pool_size_max=1, timeout_ms=100).script_channel is None
     assert connect("unix:///tmp/redis.sock", pool_size_max=1, timeout_ms=100).script_channel is not None
+
+
+class SilentRedis:
+    """Accepts connections and reads commands; answers each with +OK only once ``answer`` is set."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.received = asyncio.Event()
+        self.answer = asyncio.Event()
+        self.closed_by_client = asyncio.Event()
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        data = await reader.read(4096)
+        if data:
+            self.received.set()
+            await self.answer.wait()
+            writer.write(b"+OK\r\n")
+            await writer.drain()
+        if not await reader.read(4096):
+            self.closed_by_client.set()
+        writer.close()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        self.answer.set()
+
+
+async def test_callers_queued_on_a_connect_share_one_attempt() -> None:
+    silent = SilentRedis()
+    port = await silent.start()
+    channel = PipelinedChannel(port=port, password="secret", timeout_s=5.0, connect_timeout_s=0.2)
+    try:
+        results = await asyncio.gather(*(channel.call("PING") for _ in range(6)), return_exceptions=True)
+        assert all(isinstance(result, TimeoutError) for result in results), results
+        assert silent.accepted == 1  # not one attempt after another, each with its own timeout
+    finally:
+        await channel.aclose()
+        await silent.stop()
+
+
+async def test_closing_while_connecting_keeps_nothing_open() -> None:
+    silent = SilentRedis()
+    port = await silent.start()
+    channel = PipelinedChannel(port=port, password="secret", timeout_s=5.0, connect_timeout_s=30.0)
+    try:
+        call = asyncio.ensure_future(channel.call("PING"))
+        await silent.received.wait()  # the AUTH is out, unanswered
+        await channel.aclose()
+        silent.answer.set()  # the set-up now succeeds, on a closed channel
+        with pytest.raises(ConnectionError):
+            await call
+        await asyncio.wait_for(silent.closed_by_client.wait(), 30)  # a bound, so a regression fails, not hangs
+        with pytest.raises(ConnectionError):
+            await channel.call("PING")
+        assert silent.accepted == 1
+    finally:
+        await silent.stop()
