@@ -164,7 +164,7 @@ class PipelinedChannel:
         elif self._closed:
             raise RedisConnectionError("the Redis client was closed")
         future = protocol.send(packed, self.timeout_s)
-        if self._watchdog is None:
+        if self._watchdog is None and not future.done():  # done: refused at once, the connection is lost
             self._arm(protocol.deadlines[-1])
         return await future
 

@@ -240,3 +240,19 @@ async def test_closing_while_connecting_keeps_nothing_open() -> None:
         assert silent.accepted == 1
     finally:
         await silent.stop()
+
+
+async def test_a_connection_lost_under_a_caller_fails_its_call_at_once(services: Services) -> None:
+    """A caller holding a connection that was lost meanwhile (it got it from the connect attempt,
+    the loss came before it sent) is refused at once, not left waiting for a reply or a deadline."""
+    channel = _channel(services)
+    try:
+        assert await channel.call("PING") == b"PONG"
+        protocol = channel._protocol
+        assert protocol is not None
+        protocol.abort(ConnectionError("gone"))
+        with pytest.raises(ConnectionError):
+            await protocol.send(b"*1\r\n$4\r\nPING\r\n", 5.0)
+        assert await channel.call("PING") == b"PONG"  # the next call reconnects
+    finally:
+        await channel.aclose()
