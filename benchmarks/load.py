@@ -102,8 +102,8 @@ async def run_open_loop(
     """benchmarks.openloop in its own process: its C engine, or its Python one (own interpreter and GIL)."""
     if engine == "c" or (engine == "auto" and await asyncio.to_thread(usable_native_generator) is not None):
         argv = native_command(
-            url, token=token, sku=sku, rate=rate, duration_s=duration_s, warmup_s=warmup_s,
-            connections=connections, run_id=run_id,
+            url, sku=sku, rate=rate, duration_s=duration_s, warmup_s=warmup_s, connections=connections,
+            run_id=run_id,
         )  # fmt: skip
     else:
         argv = [

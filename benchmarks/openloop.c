@@ -14,8 +14,10 @@
  * and is rarely runnable for long, so the kernel wakes it promptly.
  *
  * Built by benchmarks/openloop.py (native_generator) with `cc -O2`; not meant to be run by hand:
- *   openloop HOST PORT PATH TOKEN SKU RUN_ID RATE DURATION_S WARMUP_S CONNECTIONS
- * (HOST is an IPv4 address). Prints one JSON object on stdout; diagnostics on stderr.
+ *   GATEWAY_TOKEN=... openloop HOST PORT PATH SKU RUN_ID RATE DURATION_S WARMUP_S CONNECTIONS
+ * (HOST is an IPv4 address; the bearer token comes from the environment, not the command line,
+ * which other users of the machine can read). Prints one JSON object on stdout; diagnostics on
+ * stderr.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -344,14 +346,17 @@ static void poll_once(int timer_fd, int closing) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 11) {
-        fprintf(stderr, "usage: openloop HOST PORT PATH TOKEN SKU RUN_ID RATE DURATION_S WARMUP_S CONNECTIONS\n");
+    if (argc != 10) {
+        fprintf(stderr, "usage: GATEWAY_TOKEN=... openloop HOST PORT PATH SKU RUN_ID RATE DURATION_S WARMUP_S "
+                        "CONNECTIONS\n");
         return 2;
     }
-    host = argv[1], port = atoi(argv[2]), path = argv[3], token = argv[4], sku = argv[5], run_id = argv[6];
-    rate = atof(argv[7]);
-    double duration_s = atof(argv[8]), warmup_s = atof(argv[9]);
-    connection_count = atoi(argv[10]);
+    host = argv[1], port = atoi(argv[2]), path = argv[3], sku = argv[4], run_id = argv[5];
+    token = getenv("GATEWAY_TOKEN");
+    if (!token) token = "";
+    rate = atof(argv[6]);
+    double duration_s = atof(argv[7]), warmup_s = atof(argv[8]);
+    connection_count = atoi(argv[9]);
     if (rate <= 0 || duration_s <= 0 || warmup_s < 0 || connection_count <= 0 || port <= 0) {
         fprintf(stderr, "openloop: rate, duration, connections and port must be positive\n");
         return 2;

@@ -92,16 +92,16 @@ def native_generator() -> Path | None:
 
 
 def native_command(
-    url: str, *, token: str, sku: str, rate: float, duration_s: float, warmup_s: float, connections: int, run_id: str
+    url: str, *, sku: str, rate: float, duration_s: float, warmup_s: float, connections: int, run_id: str
 ) -> list[str]:
-    """The argv that runs the C engine (building it if needed)."""
+    """The argv that runs the C engine (building it if needed); it reads the token from $GATEWAY_TOKEN."""
     executable = native_generator()
     if executable is None:
         raise EngineUnavailable("the C engine needs a C compiler (cc, or $CC) on Linux")
     parts = urlsplit(url)
     assert parts.scheme == "http" and parts.hostname, f"need an http:// URL, got {url}"
     return [
-        str(executable), socket.gethostbyname(parts.hostname), str(parts.port or 80), parts.path or "/", token, sku,
+        str(executable), socket.gethostbyname(parts.hostname), str(parts.port or 80), parts.path or "/", sku,
         run_id, f"{rate:.3f}", str(duration_s), str(warmup_s), str(connections),
     ]  # fmt: skip
 
@@ -361,11 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     assert arguments.rate > 0 and arguments.duration > 0 and arguments.connections > 0
     if arguments.engine == "c" or (arguments.engine == "auto" and usable_native_generator() is not None):
         command = native_command(
-            arguments.url, token=arguments.token, sku=arguments.sku, rate=arguments.rate,
-            duration_s=arguments.duration, warmup_s=arguments.warmup, connections=arguments.connections,
-            run_id=arguments.run_id,
+            arguments.url, sku=arguments.sku, rate=arguments.rate, duration_s=arguments.duration,
+            warmup_s=arguments.warmup, connections=arguments.connections, run_id=arguments.run_id,
         )  # fmt: skip
-        finished = subprocess.run(command, check=False, stdout=subprocess.PIPE)
+        environ = {**os.environ, "GATEWAY_TOKEN": arguments.token}
+        finished = subprocess.run(command, check=False, stdout=subprocess.PIPE, env=environ)
         if finished.returncode != 0:
             return finished.returncode
         report = json.loads(finished.stdout)
