@@ -145,19 +145,22 @@ def _rows_from_json(column_types: str) -> str:
     The type ``ms`` is an epoch-millisecond number made a timestamptz here, so the persister sends
     integers rather than formatting (and Postgres parsing) RFC 3339 text for every moment.
     """
-    casts = ", ".join(
+    return f"SELECT {_row_casts(column_types)} FROM jsonb_array_elements($1::jsonb) AS row"
+
+
+def _row_casts(column_types: str) -> str:
+    """The select list of _rows_from_json: each element of ``row`` cast to its column's type."""
+    return ", ".join(
         f"(timestamptz 'epoch' + (row->>{index})::bigint * interval '1 millisecond')"
         if name == "ms"
         else f"(row->>{index})::{name}"
         for index, name in enumerate(column_types.split())
     )
-    return f"SELECT {casts} FROM jsonb_array_elements($1::jsonb) AS row"
 
 
-_INSERT_EVENTS = """
+_INSERT_EVENTS = f"""
 INSERT INTO events (partition, stream_ms, stream_seq, kind, order_id, occurred_at, payload)
-SELECT (row->>0)::integer, (row->>1)::bigint, (row->>2)::bigint, row->>3, row->>4,
-       timestamptz 'epoch' + (row->>5)::bigint * interval '1 millisecond', payload::json
+SELECT {_row_casts("integer bigint bigint text text ms")}, payload::json
 FROM ROWS FROM (jsonb_array_elements($1::jsonb), unnest($2::text[])) AS batch(row, payload)
 ON CONFLICT DO NOTHING
 """

@@ -7,7 +7,8 @@ that lost its script cache (restart, failover) gets them again on NOSCRIPT.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -230,8 +231,12 @@ class RedisStore:
     def __init__(self, client: redis_asyncio.Redis, *, partition: int = 0) -> None:
         # Typed loosely on purpose: redis-py's stubs cannot know replies are bytes (decode_responses=False).
         self.client: Any = client
-        # Script calls go over the client's pipelined channel when it has one (connect() gives it).
-        self._channel: PipelinedChannel | None = getattr(client, "script_channel", None)
+        # Script calls go over the client's pipelined channel when it has one (connect() gives it);
+        # bound once here, so _call awaits the sender's coroutine directly.
+        channel: PipelinedChannel | None = getattr(client, "script_channel", None)
+        self._evalsha: Callable[..., Awaitable[Any]] = (
+            functools.partial(channel.call, b"EVALSHA") if channel is not None else client.evalsha
+        )
         self.keys = PartitionKeys(partition)
         self._scripts: dict[str, Script] = read_scripts()
 
@@ -243,16 +248,11 @@ class RedisStore:
 
     async def _call(self, name: str, keys: Sequence[str | bytes], args: Sequence[Any]) -> Any:
         script = self._scripts[name]
-        channel = self._channel
         try:
-            if channel is not None:
-                return await channel.call(b"EVALSHA", script.sha, len(keys), *keys, *args)
-            return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+            return await self._evalsha(script.sha, len(keys), *keys, *args)
         except NoScriptError:
             await self.load_scripts()
-            if channel is not None:
-                return await channel.call(b"EVALSHA", script.sha, len(keys), *keys, *args)
-            return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+            return await self._evalsha(script.sha, len(keys), *keys, *args)
 
     async def ping(self) -> bool:
         return bool(await self.client.ping())
