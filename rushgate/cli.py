@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from rushgate.serving import serve_uvicorn
+from rushgate.serving import serve_granian, serve_uvicorn
 from rushgate.settings import Settings, SettingsError, load_settings, require_services
 
 if TYPE_CHECKING:
@@ -121,25 +121,8 @@ def run_serve(settings: Settings, environ: dict[str, str]) -> int:
     if not settings.admin_token and not settings.gateway_tokens:
         raise SettingsError("set RUSHGATE_ADMIN_TOKEN and RUSHGATE_GATEWAY_TOKEN (or use `rushgate up`)")
     os.environ.update(environ)  # worker processes read their settings from the environment
-    if settings.server == "granian":
-        from granian import Granian
-        from granian.constants import HTTPModes, Interfaces, Loops
-
-        Granian(
-            APP_FACTORY,
-            factory=True,
-            address=settings.host,
-            port=settings.port,
-            interface=Interfaces.ASGI,
-            workers=settings.workers,
-            loop=Loops.uvloop,
-            http=HTTPModes.http1,
-            backlog=4096,
-            log_access=False,
-            respawn_failed_workers=True,  # by default granian stops the whole server when one worker dies
-        ).serve()
-        return 0
-    return serve_uvicorn(APP_FACTORY, factory=True, host=settings.host, port=settings.port, workers=settings.workers)
+    serve = serve_granian if settings.server == "granian" else serve_uvicorn
+    return serve(APP_FACTORY, factory=True, host=settings.host, port=settings.port, workers=settings.workers)
 
 
 @asynccontextmanager

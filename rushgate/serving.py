@@ -165,3 +165,46 @@ def serve_uvicorn(app: str, *, factory: bool, host: str, port: int, workers: int
         slots.close()
         shutil.rmtree(lock_dir, ignore_errors=True)
     return 0 if supervisor.stopped_by_signal else STARTUP_FAILURE
+
+
+GRANIAN_WORKERS_KILL_TIMEOUT_S = 15
+"""How long the granian supervisor waits for a stopped worker before killing it (uvicorn's
+graceful shutdown is UVICORN_OPTIONS["timeout_graceful_shutdown"]); granian waits forever by default."""
+
+
+def serve_granian(app: str, *, factory: bool, host: str, port: int, workers: int) -> int:
+    """Run app under granian (uvloop, HTTP/1.1) until it is told to stop; a failed worker is respawned.
+
+    granian forks its workers while the supervisor's own SIGINT and SIGTERM handlers are installed;
+    those only set a flag. A worker signalled before it installs its own handlers (while it loads
+    the app, as a replacement does after a crash) would keep running and the supervisor would wait
+    for it. In a worker, the supervisor's handler therefore stops the process as the default action
+    would."""
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.server import Server
+
+    supervisor_pid = os.getpid()
+
+    class Supervisor(Server):  # type: ignore[misc,valid-type]  # granian picks its class at import
+        def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
+            if os.getpid() != supervisor_pid and args:
+                signal.signal(args[0], signal.SIG_DFL)
+                os.kill(os.getpid(), args[0])
+                return
+            super().signal_handler_interrupt(*args, **kwargs)
+
+    Supervisor(
+        app,
+        factory=factory,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        loop=Loops.uvloop,
+        http=HTTPModes.http1,
+        backlog=4096,
+        log_access=False,
+        respawn_failed_workers=True,  # by default granian stops the whole server when one worker dies
+        workers_kill_timeout=GRANIAN_WORKERS_KILL_TIMEOUT_S,
+    ).serve()
+    return 0

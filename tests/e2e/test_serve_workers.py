@@ -1,7 +1,8 @@
 """`rushgate serve --workers N`: every worker serves a listening socket of its own (SO_REUSEPORT),
 so a burst of new connections is spread over the workers instead of landing on whichever wakes
 first; the supervisor keeps the sockets, so connections queued on a dead worker's socket are
-served by its replacement; a port another program holds is still refused."""
+served by its replacement; a port another program holds is still refused; a stop that meets a
+worker still starting up stops it, under uvicorn and granian alike."""
 
 from __future__ import annotations
 
@@ -173,3 +174,30 @@ async def test_workers_stop_when_their_supervisor_is_killed(services: Services, 
         await eventually(workers_gone, "the workers of a killed supervisor exit")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", port))  # nothing holds the port any more
+
+
+@pytest.mark.parametrize("server_name", ["uvicorn", "granian"])
+async def test_a_stop_while_a_replacement_worker_starts_stops_the_server(
+    services: Services, tmp_path: Path, server_name: str
+) -> None:
+    """SIGTERM reaching a worker that is still loading the app (a replacement just forked) stops it.
+
+    granian forks its workers with the supervisor's own SIGTERM handler installed, which only sets a
+    flag; a worker signalled before it installs its own handler used to keep running, and the
+    supervisor waited for it forever."""
+    command, port = serve_command(workers=2)
+    command += ["--server", server_name]
+    log = tmp_path / "serve.log"
+    with running(command, service_environment(services), log) as server:
+        workers = await _started(port, server, log)
+        known = {child.pid for child in psutil.Process(server.pid).children()}
+        workers[0].kill()
+
+        async def replacement_forked() -> bool:
+            # The killed worker lingers as a zombie until reaped; only a new pid counts.
+            return any(child.pid not in known for child in psutil.Process(server.pid).children())
+
+        await eventually(replacement_forked, "a replacement worker is forked")
+        server.terminate()
+        server.wait(WAIT_TIMEOUT_S)  # raises TimeoutExpired (failing the test) on a hang
+    assert "refused to gracefully stop" not in log.read_text(), "the worker stopped, it was not killed"
