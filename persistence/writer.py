@@ -18,7 +18,7 @@ import asyncpg
 import msgspec
 from msgspec.structs import asdict
 
-from persistence.audit import audit_rows, write_audit_rows
+from persistence.audit import AuditRow, audit_rows, write_audit_rows
 from reservation.clock import moment_of
 from reservation.records import (
     CONFIG_EVENT_TYPES,
@@ -134,9 +134,9 @@ def _payload(event: Event) -> str:
     return _json.encode(as_plain(event.data)).decode()
 
 
-def _rows_from_json(column_types: str) -> str:
-    """A SELECT of one row per element of $1, a JSON array of row arrays, cast column by column
-    to column_types (space-separated, in the order of the rows' values).
+def _rows_from_json(column_types: str, parameter: int) -> str:
+    """A SELECT of one row per element of the parameter (its number), a JSON array of row arrays,
+    cast column by column to column_types (space-separated, in the order of the rows' values).
 
     Rows travel as one JSON document instead of one array parameter per column: asyncpg checks
     every array element against abc types, and for 1000 orders of 29 columns its encoding took
@@ -145,7 +145,7 @@ def _rows_from_json(column_types: str) -> str:
     The type ``ms`` is an epoch-millisecond number made a timestamptz here, so the persister sends
     integers rather than formatting (and Postgres parsing) RFC 3339 text for every moment.
     """
-    return f"SELECT {_row_casts(column_types)} FROM jsonb_array_elements($1::jsonb) AS row"
+    return f"SELECT {_row_casts(column_types)} FROM jsonb_array_elements(${parameter}::jsonb) AS row"
 
 
 def _row_casts(column_types: str) -> str:
@@ -178,7 +178,8 @@ INSERT INTO orders (order_id, customer_id, region, order_type, status, cancel_re
     _rows_from_json(
         "text text text text text text bigint text ms ms text bigint text ms text "
         "bigint text integer ms text ms ms ms text ms boolean "
-        "text bigint jsonb"
+        "text bigint jsonb",
+        3,
     )
 }
 ON CONFLICT (order_id) DO UPDATE SET
@@ -198,7 +199,7 @@ WHERE orders.version < excluded.version
 _UPSERT_SHIPMENTS = f"""
 INSERT INTO shipments (shipment_id, order_id, warehouse_id, merchant_id, status, carrier, tracking_number,
                        shipped_at, order_version)
-{_rows_from_json("text text text text text text text ms integer")}
+{_rows_from_json("text text text text text text text ms integer", 4)}
 ON CONFLICT (shipment_id) DO UPDATE SET
     status = excluded.status, carrier = excluded.carrier, tracking_number = excluded.tracking_number,
     shipped_at = excluded.shipped_at, order_version = excluded.order_version
@@ -207,13 +208,13 @@ WHERE shipments.order_version < excluded.order_version
 
 _INSERT_SHIPMENT_EVENTS = f"""
 INSERT INTO shipment_events (shipment_id, position, order_id, status, location, occurred_at, recorded_at)
-{_rows_from_json("text integer text text text ms ms")}
+{_rows_from_json("text integer text text text ms ms", 6)}
 ON CONFLICT DO NOTHING
 """
 
 _INSERT_ITEMS = f"""
 INSERT INTO order_items (order_id, sku, warehouse_id, qty, unit_price, merchant_id, shipment_id)
-{_rows_from_json("text text text integer bigint text text")}
+{_rows_from_json("text text text integer bigint text text", 5)}
 ON CONFLICT DO NOTHING
 """
 
@@ -221,7 +222,11 @@ _INSERT_MOVEMENTS = f"""
 INSERT INTO stock_movements (partition, stream_ms, stream_seq, position, sku, warehouse_id, kind, qty,
                              available_delta, reserved_delta, committed_delta, on_hand_delta,
                              order_id, request_id, reason, occurred_at)
-{_rows_from_json("integer bigint bigint integer text text text integer bigint bigint bigint bigint text text text ms")}
+{
+    _rows_from_json(
+        "integer bigint bigint integer text text text integer bigint bigint bigint bigint text text text ms", 9
+    )
+}
 ON CONFLICT DO NOTHING
 """
 
@@ -229,7 +234,7 @@ _UPSERT_CASES = f"""
 INSERT INTO after_sales_cases (case_id, order_id, customer_id, kind, status, items, reason, amount,
                                return_warehouse_id, damaged, replacement, sold_out_sku, note, carrier,
                                tracking_number, created_at, updated_at, version)
-{_rows_from_json("text text text text text jsonb text bigint text boolean jsonb text text text text ms ms integer")}
+{_rows_from_json("text text text text text jsonb text bigint text boolean jsonb text text text text ms ms integer", 7)}
 ON CONFLICT (case_id) DO UPDATE SET
     status = excluded.status, amount = excluded.amount, return_warehouse_id = excluded.return_warehouse_id,
     damaged = excluded.damaged, replacement = excluded.replacement, sold_out_sku = excluded.sold_out_sku,
@@ -240,12 +245,26 @@ WHERE after_sales_cases.version < excluded.version
 
 _UPSERT_REFUNDS = f"""
 INSERT INTO refunds (refund_id, case_id, order_id, amount, reason, status, updated_at, case_version)
-{_rows_from_json("text text text bigint text text ms integer")}
+{_rows_from_json("text text text bigint text text ms integer", 8)}
 ON CONFLICT (refund_id) DO UPDATE SET
     amount = excluded.amount, status = excluded.status, updated_at = excluded.updated_at,
     case_version = excluded.case_version
 WHERE refunds.case_version < excluded.case_version
 """
+
+_WRITE_BATCH = f"""
+WITH batch_events AS ({_INSERT_EVENTS}), batch_orders AS ({_UPSERT_ORDERS}),
+     batch_shipments AS ({_UPSERT_SHIPMENTS}), batch_items AS ({_INSERT_ITEMS}),
+     batch_tracks AS ({_INSERT_SHIPMENT_EVENTS}), batch_cases AS ({_UPSERT_CASES}),
+     batch_refunds AS ({_UPSERT_REFUNDS}), batch_movements AS ({_INSERT_MOVEMENTS})
+SELECT 1
+"""
+"""Every row of a batch in one statement: each data-modifying WITH runs once, whether its rows are
+there or not (an empty array inserts nothing). The sub-statements see one snapshot, which is all
+they need: each table is written by one of them, and no per-order row is read back. Foreign keys
+are checked at the end of the statement, after every sub-statement has inserted its rows.
+One statement instead of BEGIN, six statements and COMMIT: one round trip, so Postgres has the
+whole batch while the persister prepares the next (rushgate.workers.Persister)."""
 
 _INSERT_DEAD_LETTER = """
 INSERT INTO dead_letters (partition, stream_ms, stream_seq, kind, fields, error)
@@ -344,8 +363,19 @@ def _config_statement(event: Event) -> tuple[str, tuple[Any, ...]]:
     return _UPSERT_BLOCK, (data.customer_id, event.kind == "customer_blocked", data.reason, at, *event.position)
 
 
-async def write_events(connection: asyncpg.Connection, events: Sequence[Event]) -> None:
-    """Write one batch in one transaction; safe to call again with any of the same events."""
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """A batch's rows, encoded for write_prepared. Built apart from the write so a persister can
+    prepare its next batch while Postgres writes this one."""
+
+    arguments: tuple[Any, ...]  # the parameters of _WRITE_BATCH
+    config: list[tuple[str, tuple[Any, ...]]]  # one statement per configuration event, in stream order
+    audit: list[AuditRow]
+
+
+def prepare_batch(events: Sequence[Event]) -> PreparedBatch:
+    """The rows of a batch: one per event and movement, one per order, shipment and item at the
+    order's latest version in the batch, one per after-sales case and refund at its latest."""
     event_rows = []
     payloads: list[str] = []
     latest_orders: dict[str, OrderRecord] = {}
@@ -398,32 +428,39 @@ async def write_events(connection: asyncpg.Connection, events: Sequence[Event]) 
                         (order.order_id, line.sku, line.warehouse_id, line.qty, line.unit_price,
                          line.merchant_id, shipment.shipment_id)
                     )  # fmt: skip
+    cases = list(latest_cases.values())
+    refund_rows = [
+        (case.refund_id, case.case_id, case.order_id, case.amount, case.reason, case.refund_status,
+         case.updated_ms, case.version)
+        for case in cases
+        if case.refund_id
+    ]  # fmt: skip
     config_events = sorted((event for event in events if event.data is not None and event.kind != "stock_changed"),
                            key=lambda event: event.position)  # fmt: skip
+    arguments = (
+        _json_rows(event_rows), payloads, _json_rows([_order_row(order) for order in latest_orders.values()]),
+        _json_rows(shipment_rows), _json_rows(item_rows), _json_rows(track_rows),
+        _json_rows([_case_row(case) for case in cases]), _json_rows(refund_rows), _json_rows(movement_rows),
+    )  # fmt: skip
+    return PreparedBatch(arguments, [_config_statement(event) for event in config_events], audit_rows(events))
+
+
+async def write_prepared(connection: asyncpg.Connection, batch: PreparedBatch) -> None:
+    """Write a prepared batch atomically. A batch of order events (the common case) is a single
+    statement, so a single round trip: Postgres runs it as its own transaction."""
+    if not batch.config and not batch.audit:
+        await connection.execute(_WRITE_BATCH, *batch.arguments)
+        return
     async with connection.transaction():
-        await connection.execute(_INSERT_EVENTS, _json_rows(event_rows), payloads)
-        if latest_orders:
-            await connection.execute(_UPSERT_ORDERS, _json_rows([_order_row(o) for o in latest_orders.values()]))
-            await connection.execute(_UPSERT_SHIPMENTS, _json_rows(shipment_rows))
-            await connection.execute(_INSERT_ITEMS, _json_rows(item_rows))
-            if track_rows:
-                await connection.execute(_INSERT_SHIPMENT_EVENTS, _json_rows(track_rows))
-        if latest_cases:
-            cases = list(latest_cases.values())
-            await connection.execute(_UPSERT_CASES, _json_rows([_case_row(case) for case in cases]))
-            refund_rows = [
-                (case.refund_id, case.case_id, case.order_id, case.amount, case.reason, case.refund_status,
-                 case.updated_ms, case.version)
-                for case in cases
-                if case.refund_id
-            ]  # fmt: skip
-            await connection.execute(_UPSERT_REFUNDS, _json_rows(refund_rows))
-        if movement_rows:
-            await connection.execute(_INSERT_MOVEMENTS, _json_rows(movement_rows))
-        for event in config_events:
-            statement, arguments = _config_statement(event)
+        await connection.execute(_WRITE_BATCH, *batch.arguments)
+        for statement, arguments in batch.config:
             await connection.execute(statement, *arguments)
-        await write_audit_rows(connection, audit_rows(events))
+        await write_audit_rows(connection, batch.audit)
+
+
+async def write_events(connection: asyncpg.Connection, events: Sequence[Event]) -> None:
+    """Write one batch in one transaction; safe to call again with any of the same events."""
+    await write_prepared(connection, prepare_batch(events))
 
 
 async def record_dead_letter(

@@ -726,8 +726,9 @@ class RedisStore:
             if "BUSYGROUP" not in str(error):
                 raise
 
-    async def read_group(self, group: str, consumer: str, *, count: int, block_ms: int) -> list[StreamEntry]:
-        """New entries for this consumer; they stay pending until acknowledged."""
+    async def read_group(self, group: str, consumer: str, *, count: int, block_ms: int | None) -> list[StreamEntry]:
+        """New entries for this consumer (waiting up to block_ms for one; None: not at all); they stay
+        pending until acknowledged."""
         reply = await self.client.xreadgroup(group, consumer, {self.keys.stream: ">"}, count=count, block=block_ms)
         return [StreamEntry(entry_id.decode(), fields) for _, entries in reply for entry_id, fields in entries]
 

@@ -12,6 +12,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from persistence.database import Connection, InterfaceError, PostgresError
 from persistence.database import connect as connect_database
@@ -19,9 +20,12 @@ from persistence.writer import (
     PERMANENT_ERRORS,
     UNDECODABLE_ERRORS,
     Event,
+    PreparedBatch,
     decode_entry,
+    prepare_batch,
     record_dead_letter,
     write_events,
+    write_prepared,
 )
 from reservation.clock import wall_clock_ms
 from reservation.keys import PERSISTER_GROUP, PartitionKeys
@@ -41,15 +45,29 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def small_batch_under(settings: Settings) -> int:
+    """A batch under a quarter of persister_batch_size_max is small: the persister is keeping up."""
+    return max(1, settings.persister_batch_size_max // 4)
+
+
 def persister_linger_s(written: int, settings: Settings) -> float:
     """How long to let the stream fill after a batch of written entries: persister_linger_ms after a
-    batch under a quarter full (under a steady load each Postgres transaction then carries more
-    orders; its commit and five statements cost about the same for 20 orders as for 200), else 0:
-    a larger batch means a backlog building up, and an empty read already waited in XREADGROUP's
-    BLOCK."""
-    if 0 < written < max(1, settings.persister_batch_size_max // 4):
+    small batch (under a steady load each Postgres transaction then carries more orders; its commit
+    costs about the same for 20 orders as for 200), else 0: a larger batch means a backlog building
+    up, and an empty read already waited in XREADGROUP's BLOCK."""
+    if 0 < written < small_batch_under(settings):
         return settings.persister_linger_ms / 1000
     return 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """Stream entries decoded and prepared for Postgres; the undecodable ones set aside."""
+
+    entries: list[StreamEntry]
+    events: list[tuple[StreamEntry, Event]]
+    refused: list[tuple[StreamEntry, BaseException]]
+    prepared: PreparedBatch
 
 
 class Persister:
@@ -68,7 +86,8 @@ class Persister:
         self.settings = settings
         self.name = name or consumer_name()
         self._last_claim = 0.0
-        self._unfinished: list[StreamEntry] = []
+        self._unfinished: _Batch | None = None  # failed for a passing reason: written again first
+        self._ahead: _Batch | None = None  # read while the batch before it was written: written next
 
     async def run(self, stop: asyncio.Event) -> None:
         _, database_url = require_services(self.settings)
@@ -95,20 +114,51 @@ class Persister:
                         connection = None
                     await _wait(stop, retry_s)
                     retry_s = min(retry_s * 2, self.settings.persister_retry_ms_max / 1000)
+            if connection is not None:
+                with contextlib.suppress(*TRANSIENT_ERRORS):  # what cannot be written now is claimed later
+                    await self.finish(connection)
         finally:
             if connection is not None:
                 await connection.close()
             await self._leave_group()
 
-    async def step(self, connection: Connection) -> int:
-        """Write one batch: the one that failed last time, else claimed entries, else new ones."""
-        if not self._unfinished:
-            self._unfinished = await self._next_entries()
-        entries = self._unfinished
-        if entries:
-            await self.write(connection, entries)
-        self._unfinished = []
-        return len(entries)
+    async def step(self, connection: Connection, *, read_ahead: bool = True) -> int:
+        """Write one batch: the one that failed last time, else the one read ahead, else claimed
+        entries, else new ones.
+
+        While a batch that is not small is written, the next one is read and prepared (decoded,
+        rows encoded): Postgres writes one batch while this process prepares the next, where under
+        a backlog the two used to take turns."""
+        if self._unfinished is None:
+            self._unfinished, self._ahead = self._ahead or self._prepare(await self._next_entries()), None
+        batch = self._unfinished
+        if read_ahead and self._ahead is None and len(batch.entries) >= small_batch_under(self.settings):
+            written, ahead = await asyncio.gather(
+                self.write(connection, batch), self._read_ahead(), return_exceptions=True
+            )
+            if isinstance(ahead, _Batch):
+                self._ahead = ahead  # delivered to this consumer: kept even if the write failed
+            if isinstance(written, BaseException):
+                raise written
+            self._unfinished = None
+            if isinstance(ahead, BaseException):
+                raise ahead
+        elif batch.entries:
+            await self.write(connection, batch)
+        self._unfinished = None
+        return len(batch.entries)
+
+    async def finish(self, connection: Connection) -> None:
+        """On a clean stop: write what is in hand (read ahead, or failed last time) rather than
+        leave it pending until another persister claims it."""
+        while self._unfinished is not None or self._ahead is not None:
+            await self.step(connection, read_ahead=False)
+
+    async def _read_ahead(self) -> _Batch | None:
+        entries = await self.store.read_group(
+            PERSISTER_GROUP, self.name, count=self.settings.persister_batch_size_max, block_ms=None
+        )
+        return self._prepare(entries) if entries else None
 
     async def _next_entries(self) -> list[StreamEntry]:
         if time.monotonic() - self._last_claim >= self.settings.persister_claim_idle_ms / 2000:
@@ -137,7 +187,7 @@ class Persister:
             count=self.settings.persister_batch_size_max,
         )
 
-    async def write(self, connection: Connection, entries: list[StreamEntry]) -> None:
+    def _prepare(self, entries: list[StreamEntry]) -> _Batch:
         partition = self.store.keys.partition
         events: list[tuple[StreamEntry, Event]] = []
         refused: list[tuple[StreamEntry, BaseException]] = []
@@ -146,19 +196,24 @@ class Persister:
                 events.append((entry, decode_entry(partition, entry.entry_id, entry.fields)))
             except UNDECODABLE_ERRORS as error:
                 refused.append((entry, error))
+        return _Batch(entries, events, refused, prepare_batch([event for _, event in events]))
+
+    async def write(self, connection: Connection, batch: _Batch) -> None:
+        refused = list(batch.refused)
         try:
-            await write_events(connection, [event for _, event in events])
+            await write_prepared(connection, batch.prepared)
         except PERMANENT_ERRORS:
             # Find the entries Postgres refuses: apply the batch one entry at a time.
-            for entry, event in events:
+            for entry, event in batch.events:
                 try:
                     await write_events(connection, [event])
                 except PERMANENT_ERRORS as error:
                     refused.append((entry, error))
+        partition = self.store.keys.partition
         for entry, reason in refused:
             logger.error("persister: dead letter %s: %s: %s", entry.entry_id, type(reason).__name__, reason)
             await record_dead_letter(connection, partition, entry.entry_id, entry.fields, reason)
-        await self.store.acknowledge(PERSISTER_GROUP, [entry.entry_id for entry in entries])
+        await self.store.acknowledge(PERSISTER_GROUP, [entry.entry_id for entry in batch.entries])
 
     async def _leave_group(self) -> None:
         """On a clean stop, remove this consumer's name if it holds nothing, so names do not pile up."""
