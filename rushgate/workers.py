@@ -36,6 +36,7 @@ from rushgate.settings import Settings, require_services
 logger = logging.getLogger("rushgate.workers")
 
 TRIM_INTERVAL_S = 1.0
+FINISH_TIMEOUT_S = 10.0  # a stopping persister writes what it holds for at most this long
 RETRY_S_MIN = 0.05
 # What escapes Persister.write is never about the data (that becomes a dead letter), so it is retried.
 TRANSIENT_ERRORS = (RedisError, PostgresError, InterfaceError, OSError, TimeoutError)
@@ -115,8 +116,13 @@ class Persister:
                     await _wait(stop, retry_s)
                     retry_s = min(retry_s * 2, self.settings.persister_retry_ms_max / 1000)
             if connection is not None:
-                with contextlib.suppress(*TRANSIENT_ERRORS):  # what cannot be written now is claimed later
-                    await self.finish(connection)
+                try:
+                    async with asyncio.timeout(FINISH_TIMEOUT_S):
+                        await self.finish(connection)
+                except TRANSIENT_ERRORS as error:  # what cannot be written now is claimed later
+                    logger.warning("persister: stopping with entries unwritten: %s: %s", type(error).__name__, error)
+                    connection.terminate()  # it may be broken: a graceful close could wait on it
+                    connection = None
         finally:
             if connection is not None:
                 await connection.close()
@@ -132,13 +138,20 @@ class Persister:
         if self._unfinished is None:
             self._unfinished, self._ahead = self._ahead or self._prepare(await self._next_entries()), None
         batch = self._unfinished
-        if read_ahead and self._ahead is None and len(batch.entries) >= small_batch_under(self.settings):
+        if (
+            read_ahead
+            and self._ahead is None
+            and len(batch.entries) >= small_batch_under(self.settings)
+            and not self._claim_due()  # else a backlog would keep stale entries from ever being claimed
+        ):
             written, ahead = await asyncio.gather(
                 self.write(connection, batch), self._read_ahead(), return_exceptions=True
             )
             if isinstance(ahead, _Batch):
                 self._ahead = ahead  # delivered to this consumer: kept even if the write failed
             if isinstance(written, BaseException):
+                if isinstance(ahead, Exception):
+                    logger.warning("persister: reading ahead failed too: %s: %s", type(ahead).__name__, ahead)
                 raise written
             self._unfinished = None
             if isinstance(ahead, BaseException):
@@ -160,8 +173,12 @@ class Persister:
         )
         return self._prepare(entries) if entries else None
 
+    def _claim_due(self) -> bool:
+        """Claims are tried every half claim_idle_ms, whatever the load."""
+        return time.monotonic() - self._last_claim >= self.settings.persister_claim_idle_ms / 2000
+
     async def _next_entries(self) -> list[StreamEntry]:
-        if time.monotonic() - self._last_claim >= self.settings.persister_claim_idle_ms / 2000:
+        if self._claim_due():
             self._last_claim = time.monotonic()
             claimed = await self.claim()
             if claimed:
