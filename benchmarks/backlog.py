@@ -11,7 +11,6 @@ Two views of the same lag, sampled every ``SAMPLE_INTERVAL_S``:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ from reservation.store import RedisStore
 
 SAMPLE_INTERVAL_S = 0.2
 DRAIN_POLL_S = 0.05
+STOP_RETRY_S = 1.0
 
 
 def _entry_ms(entry_id: bytes | str) -> int:
@@ -63,9 +63,10 @@ class BacklogSampler:
         self.store = store
         self.samples = BacklogSamples()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def _sample_forever(self) -> None:
-        while True:
+        while not self._stopping:
             backlog = await self.store.stream_backlog(PERSISTER_GROUP)
             oldest_ms = await oldest_unacknowledged_ms(self.store)
             self.samples.entries.append(backlog)
@@ -76,11 +77,25 @@ class BacklogSampler:
     def start(self) -> None:
         self._task = asyncio.create_task(self._sample_forever())
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     async def stop(self) -> BacklogSamples:
+        """Stop sampling and return the samples.
+
+        A cancellation can be lost inside a Redis client call (redis-py has had such races; one
+        left a harness run sampling for ever, the phase never ending), so the sampler also checks
+        a flag and the cancellation is repeated until the task is done. Waiting with asyncio.wait
+        never absorbs a cancellation of the caller, as awaiting the task under suppress did."""
         assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        self._stopping = True
+        while not self._task.done():
+            self._task.cancel()
+            await asyncio.wait({self._task}, timeout=STOP_RETRY_S)
+        error = None if self._task.cancelled() else self._task.exception()
+        if error is not None:
+            raise error  # sampling failed: not a stop
         return self.samples
 
 
