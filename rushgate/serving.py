@@ -35,6 +35,7 @@ import shutil
 import signal
 import socket
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -75,6 +76,16 @@ def listen_reuse_port(host: str, port: int, backlog: int) -> socket.socket:
     return sock
 
 
+def stop_with_supervisor(supervisor_pid: int) -> None:
+    """In a worker process: have Linux send it SIGTERM when its supervisor dies (and exit now if
+    the supervisor died already), so a supervisor killed with SIGKILL leaves no worker serving."""
+    set_parent_death_signal = die_with_parent(signal.SIGTERM)
+    if set_parent_death_signal is not None:
+        set_parent_death_signal()
+    if os.getppid() != supervisor_pid:  # it died before the signal was set
+        raise SystemExit(f"the supervisor ({supervisor_pid}) is gone")
+
+
 def claim_slot(lock_dir: str, sockets: list[socket.socket], supervisor_pid: int) -> socket.socket:
     """In a worker process: the socket of the first slot no live worker holds; the others are closed.
 
@@ -82,11 +93,7 @@ def claim_slot(lock_dir: str, sockets: list[socket.socket], supervisor_pid: int)
     dies: a supervisor killed with SIGKILL (as `rushgate up` does to a server that does not stop)
     would otherwise leave its workers serving the port with no one to stop them.
     """
-    set_parent_death_signal = die_with_parent(signal.SIGTERM)
-    if set_parent_death_signal is not None:
-        set_parent_death_signal()
-    if os.getppid() != supervisor_pid:  # it died before the signal was set
-        raise SystemExit(f"the supervisor ({supervisor_pid}) is gone")
+    stop_with_supervisor(supervisor_pid)
     for slot, sock in enumerate(sockets):
         lock = open(Path(lock_dir) / f"slot-{slot}", "a")  # noqa: SIM115 (held open on purpose)
         try:
@@ -179,7 +186,8 @@ def serve_granian(app: str, *, factory: bool, host: str, port: int, workers: int
     those only set a flag. A worker signalled before it installs its own handlers (while it loads
     the app, as a replacement does after a crash) would keep running and the supervisor would wait
     for it. In a worker, the supervisor's handler therefore stops the process as the default action
-    would."""
+    would. Each worker also stops when the supervisor dies (:func:`stop_with_supervisor`, called
+    by :func:`_load_in_granian_worker` before it loads the app)."""
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.server import Server
 
@@ -206,5 +214,14 @@ def serve_granian(app: str, *, factory: bool, host: str, port: int, workers: int
         log_access=False,
         respawn_failed_workers=True,  # by default granian stops the whole server when one worker dies
         workers_kill_timeout=GRANIAN_WORKERS_KILL_TIMEOUT_S,
-    ).serve()
+    ).serve(target_loader=partial(_load_in_granian_worker, supervisor_pid=supervisor_pid, factory=factory))
     return 0
+
+
+def _load_in_granian_worker(target: str, *, supervisor_pid: int, factory: bool) -> Any:
+    """granian's target loader, run in each worker: tie the worker to its supervisor, load the app."""
+    from granian._internal import load_target
+
+    if os.getpid() != supervisor_pid:  # free-threaded builds load the app in the supervisor's threads
+        stop_with_supervisor(supervisor_pid)
+    return load_target(target, factory=factory)

@@ -159,9 +159,13 @@ def test_a_worker_that_cannot_start_stops_the_server_instead_of_being_restarted(
     assert "failed to start" in result.stderr
 
 
-async def test_workers_stop_when_their_supervisor_is_killed(services: Services, tmp_path: Path) -> None:
+@pytest.mark.parametrize("server_name", ["uvicorn", "granian"])
+async def test_workers_stop_when_their_supervisor_is_killed(
+    services: Services, tmp_path: Path, server_name: str
+) -> None:
     """As `rushgate up` does to a server that will not stop: SIGKILL leaves no worker serving the port."""
     command, port = serve_command(workers=2)
+    command += ["--server", server_name]
     log = tmp_path / "serve.log"
     with running(command, service_environment(services), log) as server:
         workers = await _started(port, server, log)
