@@ -76,10 +76,10 @@ def listen_reuse_port(host: str, port: int, backlog: int) -> socket.socket:
     return sock
 
 
-def stop_with_supervisor(supervisor_pid: int) -> None:
-    """In a worker process: have Linux send it SIGTERM when its supervisor dies (and exit now if
-    the supervisor died already), so a supervisor killed with SIGKILL leaves no worker serving."""
-    set_parent_death_signal = die_with_parent(signal.SIGTERM)
+def stop_with_supervisor(supervisor_pid: int, signal_number: int = signal.SIGTERM) -> None:
+    """In a worker process: have Linux send it signal_number when its supervisor dies (and exit now
+    if the supervisor died already), so a supervisor killed with SIGKILL leaves no worker serving."""
+    set_parent_death_signal = die_with_parent(signal_number)
     if set_parent_death_signal is not None:
         set_parent_death_signal()
     if os.getppid() != supervisor_pid:  # it died before the signal was set
@@ -223,5 +223,9 @@ def _load_in_granian_worker(target: str, *, supervisor_pid: int, factory: bool) 
     from granian._internal import load_target
 
     if os.getpid() != supervisor_pid:  # free-threaded builds load the app in the supervisor's threads
-        stop_with_supervisor(supervisor_pid)
+        # SIGKILL, not SIGTERM: a granian worker can deadlock in its own SIGTERM handler (seen in CI:
+        # the main thread blocked in granian's WorkerSignal.set, holding the GIL), and with its
+        # supervisor gone nothing would be left to kill it. Requests in flight then fail like those
+        # of a crashed worker: a retry with the same Idempotency-Key replays the order.
+        stop_with_supervisor(supervisor_pid, signal.SIGKILL)
     return load_target(target, factory=factory)
