@@ -31,12 +31,18 @@ class CancelLosingStore(RedisStore):
         return backlog
 
 
-async def test_a_lost_cancellation_does_not_keep_the_sampler_running(store: RedisStore) -> None:
+async def sampling_into_a_lost_cancellation(store: RedisStore) -> tuple[CancelLosingStore, BacklogSampler]:
+    """A sampler started on a CancelLosingStore, its first read waiting for a cancellation to lose."""
     await store.ensure_group(PERSISTER_GROUP)
     losing = CancelLosingStore(store)
     sampler = BacklogSampler(losing)
     sampler.start()
     await asyncio.wait_for(losing.waiting.wait(), WAIT_S)
+    return losing, sampler
+
+
+async def test_a_lost_cancellation_does_not_keep_the_sampler_running(store: RedisStore) -> None:
+    losing, sampler = await sampling_into_a_lost_cancellation(store)
     samples = await asyncio.wait_for(sampler.stop(), WAIT_S)
     assert losing.lost == 1, "the cancellation must have been lost for the test to mean anything"
     assert not sampler.running
@@ -44,11 +50,7 @@ async def test_a_lost_cancellation_does_not_keep_the_sampler_running(store: Redi
 
 
 async def test_stopping_does_not_absorb_the_callers_cancellation(store: RedisStore) -> None:
-    await store.ensure_group(PERSISTER_GROUP)
-    losing = CancelLosingStore(store)
-    sampler = BacklogSampler(losing)
-    sampler.start()
-    await asyncio.wait_for(losing.waiting.wait(), WAIT_S)
+    _, sampler = await sampling_into_a_lost_cancellation(store)
     stopping = asyncio.create_task(sampler.stop())
     await asyncio.sleep(0)  # one turn of the loop: stop() is now waiting for the sampler
     stopping.cancel()
