@@ -59,7 +59,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     persister_batch_size_max: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
     persister_block_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 200
     # After a batch under a quarter full, wait this long before reading the next, so batches grow
-    # under a steady load (every Postgres transaction has a fixed cost: a commit, five statements).
+    # under a steady load (every Postgres transaction has a fixed cost: a round trip, a commit).
     persister_linger_ms: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 50
     persister_claim_idle_ms: Annotated[int, msgspec.Meta(ge=100, le=3_600_000)] = 15_000
     persister_retry_ms_max: Annotated[int, msgspec.Meta(ge=10, le=600_000)] = 5000
