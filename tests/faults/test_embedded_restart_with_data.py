@@ -1,0 +1,74 @@
+"""An embedded Redis with more data than it can load within the start timeout still starts,
+and a stop asked for meanwhile (Ctrl-C on `rushgate up`) stops it without waiting for the load.
+
+After a big sale the AOF takes a while to replay (about 17 s per GB on a 2-core machine), and
+valkey answers PING with -LOADING meanwhile. A single start deadline refused to start it,
+every time `rushgate up` was tried. The start timeout bounds the wait for a first answer; a
+server that says it is loading gets as long as loading takes (rushgate/embedded.py).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from rushgate.embedded import EmbeddedRedis, StartInterrupted
+
+START_TIMEOUT_S = 1.0
+SPIN_SCRIPT = "local n = 0 for i = 1, 300000 do n = n + i end return n"  # about a millisecond of Lua
+SPINS = 1500  # far more than START_TIMEOUT_S of loading; valkey answers PING every 1024 commands of it
+KEYS = 1000
+INTERRUPT_AFTER_S = 1.5  # past the start timeout, well before loading ends
+
+
+def resp(*parts: str) -> bytes:
+    encoded = [part.encode() for part in parts]
+    return b"*%d\r\n" % len(encoded) + b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in encoded)
+
+
+def write_slow_aof(data_dir: Path) -> None:
+    """An old-style single-file AOF (valkey migrates it at start) that takes seconds to replay:
+    KEYS keys to find afterwards, then SPINS script calls that each keep the server busy."""
+    data_dir.mkdir(parents=True)
+    commands = [resp("SELECT", "0")]
+    commands += [resp("SET", f"key-{number}", str(number)) for number in range(KEYS)]
+    commands += [resp("EVAL", SPIN_SCRIPT, "0") for _ in range(SPINS)]
+    (data_dir / "appendonly.aof").write_bytes(b"".join(commands))
+
+
+def loading_seconds(log: Path) -> float:
+    found = re.findall(r"DB loaded from (?:append only file|old-style AOF)?.*?: ([\d.]+) seconds", log.read_text())
+    assert found, f"no loading time in {log}"
+    return max(float(seconds) for seconds in found)
+
+
+def test_a_redis_loading_longer_than_the_start_timeout_starts(tmp_path: Path) -> None:
+    data_dir = tmp_path / "redis"
+    write_slow_aof(data_dir)
+    server = EmbeddedRedis(data_dir, start_timeout_s=START_TIMEOUT_S).start()
+    try:
+        assert loading_seconds(data_dir / "server.log") > START_TIMEOUT_S, "the AOF loaded too fast to test anything"
+        client = redis.Redis.from_url(server.url)
+        assert client.dbsize() == KEYS
+        assert client.get(f"key-{KEYS - 1}") == str(KEYS - 1).encode()
+        client.close()
+    finally:
+        server.stop()
+
+
+def test_a_stop_asked_for_while_redis_loads_stops_it_at_once(tmp_path: Path) -> None:
+    data_dir = tmp_path / "redis"
+    write_slow_aof(data_dir)
+    server = EmbeddedRedis(data_dir, start_timeout_s=START_TIMEOUT_S)
+    asked_at = time.monotonic() + INTERRUPT_AFTER_S
+
+    with pytest.raises(StartInterrupted):
+        server.start(interrupted=lambda: time.monotonic() >= asked_at)
+
+    assert server.process is not None and server.process.poll() is not None, "the server must be stopped"
+    log = (data_dir / "server.log").read_text()
+    assert "DB loaded" not in log, "the stop came after loading ended: the test did not interrupt a load"
