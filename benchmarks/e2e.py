@@ -12,12 +12,15 @@ comparison apps (benchmarks/apps) under the same ASGI server and worker count. T
    the apps alternately, every app once per round, the order rotating between rounds; the
    persister's backlog is sampled during every rushgate run and its drain timed after it;
 2. open loop: benchmarks.openloop (its C engine when a C compiler is there) at 80 % of
-   rushgate's mean closed-loop rate, right after it;
+   rushgate's mean closed-loop rate, right after it, then at 30 % and 50 % (--openloop-sweep)
+   to show up to which rate the p99 target holds;
 3. batch intake: POST /v1/orders:batch with 100 orders per request (skipped when absent);
 4. expiry: 100,000 holds reach their deadlines (spread at rushgate's closed-loop rate), the
    sweeper process releases them.
 
-It prints req/s, both ratios, latencies, non-2xx counts, persister lag and release lag.
+It prints req/s, both ratios, latencies, non-2xx counts, persister lag and release lag, and for
+each of rushgate's phases its wall-clock span and whether Redis forked during it (an AOF rewrite
+or RDB save: benchmarks/housekeeping.py), since such a fork shows in the tails.
 Load generator and servers share the machine: compare ratios from one run, not absolute
 figures from different runs.
 """
@@ -55,6 +58,7 @@ from benchmarks.harness import (
     python_module,
     wait_ready,
 )
+from benchmarks.housekeeping import PhaseWatch, describe, overlapped
 from benchmarks.load import BATCH_SCRIPT, ORDERS_SCRIPT, find_wrk, run_open_loop, run_wrk
 from benchmarks.openloop import ENGINES
 from reservation.store import RedisStore, connect
@@ -70,6 +74,7 @@ TARGET_P99_MS = 10.0
 TARGET_BACKLOG_S = 1.0
 TARGET_RELEASE_LAG_MS = 1000.0
 OPEN_LOOP_FRACTION = 0.8
+OPEN_LOOP_SWEEP = "0.3,0.5"
 APP_NAMES = ("bare", "rushgate", "rowlock")
 SERVER_NOTES = {"uvicorn": "uvloop, httptools, one send per response", "granian": "uvloop, HTTP/1"}
 
@@ -123,6 +128,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--openloop-engine", choices=ENGINES, default="auto",
                         help="open-loop generator: c (built with cc), python, or auto (c when it builds)")  # fmt: skip
     parser.add_argument("--openloop-fraction", type=float, default=OPEN_LOOP_FRACTION, help="of peak (0.8)")
+    parser.add_argument(
+        "--openloop-sweep", type=_fractions, default=_fractions(OPEN_LOOP_SWEEP), metavar="F,F,...",
+        help=f"lower fractions of peak run first, to find the rate p99 stays within the target up to "
+        f"({OPEN_LOOP_SWEEP}; '': none)",
+    )  # fmt: skip
     parser.add_argument("--expiry-holds", type=int, default=100_000, help="holds in the expiry phase (100000)")
     parser.add_argument(
         "--expiry-spread",
@@ -140,6 +150,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON to PATH ('-': stdout)")
     parser.add_argument("--keep-data", action="store_true", help="keep the servers' data and logs")
     return parser
+
+
+def _fractions(text: str) -> list[float]:
+    """A comma-separated list of fractions of peak, each in (0, 1], ascending; '' is none."""
+    try:
+        fractions = sorted(float(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected fractions such as 0.3,0.5") from None
+    if any(not 0 < fraction <= 1 for fraction in fractions):
+        raise argparse.ArgumentTypeError(f"{text!r}: every fraction must be above 0 and at most 1")
+    return fractions
 
 
 # -- start-up -------------------------------------------------------------------------------------
@@ -307,15 +328,18 @@ class Phases:
         arguments = self.arguments
         sampler = BacklogSampler(self.store) if name == "rushgate" else None
         meter = CpuMeter(self.environment.cpu_groups()) if name == "rushgate" else None
-        if sampler is not None and meter is not None:
+        watch = PhaseWatch(self.store.client) if name == "rushgate" else None
+        if sampler is not None and meter is not None and watch is not None:
+            await watch.start()
             sampler.start()
             meter.start()
         result = await run_wrk(
             ORDERS_SCRIPT, app.base_url, duration_s=duration_s, connections=arguments.connections,
             threads=arguments.threads, env=self._wrk_env(),
         )  # fmt: skip
-        if sampler is not None and meter is not None:
+        if sampler is not None and meter is not None and watch is not None:
             result["cpu"] = meter.stop()
+            result["redis"] = await watch.stop()
             result["cpu_us_per_order"] = per_order_us(result["cpu"], result["ok"])
             samples = await sampler.stop()
             result["persister"] = samples.summary(result["ok_rate"])
@@ -353,6 +377,8 @@ class Phases:
         duration_s = arguments.batch_duration or arguments.duration
         sampler = BacklogSampler(self.store)
         meter = CpuMeter(self.environment.cpu_groups())
+        watch = PhaseWatch(self.store.client)
+        await watch.start()
         sampler.start()
         meter.start()
         result = await run_wrk(
@@ -360,6 +386,7 @@ class Phases:
             threads=arguments.threads, env=self._wrk_env(ORDERS_PER_REQUEST=str(arguments.batch_size)),
         )  # fmt: skip
         result["cpu"] = meter.stop()
+        result["redis"] = await watch.stop()
         result["cpu_us_per_order"] = per_order_us(result["cpu"], result["accepted_orders"])
         samples = await sampler.stop()
         result["orders_rate"] = result["accepted_orders"] / result["duration_s"]
@@ -368,10 +395,12 @@ class Phases:
         self._check_children()
         return result
 
-    async def open_loop(self, peak_rate: float) -> dict[str, Any]:
+    async def open_loop(self, peak_rate: float, fraction: float) -> dict[str, Any]:
         arguments = self.arguments
-        rate = peak_rate * arguments.openloop_fraction
+        rate = peak_rate * fraction
         sampler = BacklogSampler(self.store)
+        watch = PhaseWatch(self.store.client)
+        await watch.start()
         sampler.start()
         self.runs += 1
         result = await run_open_loop(
@@ -381,8 +410,9 @@ class Phases:
             env=self.environment.child_env, engine=arguments.openloop_engine, sku=HOT_SKU,
         )  # fmt: skip
         samples = await sampler.stop()
+        result["redis"] = await watch.stop()
         result["peak_rate"] = peak_rate
-        result["fraction_of_peak"] = arguments.openloop_fraction
+        result["fraction_of_peak"] = fraction
         result["persister"] = samples.summary(rate)
         result["persister"]["drain_s"] = await drain_seconds(self.store, arguments.drain_timeout)
         self._check_children()
@@ -390,9 +420,12 @@ class Phases:
 
     async def expiry(self, spread_s: float) -> dict[str, Any]:
         arguments = self.arguments
+        watch = PhaseWatch(self.store.client)
+        await watch.start()
         result = await run_expiry_phase(
             self.store, run_id=self.run_id, sku=EXPIRY_SKU, holds=arguments.expiry_holds, spread_s=spread_s
         )
+        result["redis"] = await watch.stop()
         self._check_children()
         return result
 
@@ -448,7 +481,12 @@ async def run_phases(environment: Environment, arguments: argparse.Namespace) ->
             report["open_loop"] = {"skipped": "--skip-openloop"}
         else:
             print(f"open loop: {arguments.openloop_fraction:.0%} of {peak:,.0f} req/s", flush=True)
-            report["open_loop"] = await phases.open_loop(peak)
+            report["open_loop"] = await phases.open_loop(peak, arguments.openloop_fraction)
+            # Then lower rates, to find how far below the target fraction the p99 target holds.
+            report["open_loop_sweep"] = []
+            for fraction in (item for item in arguments.openloop_sweep if item != arguments.openloop_fraction):
+                print(f"open loop: {fraction:.0%} of {peak:,.0f} req/s", flush=True)
+                report["open_loop_sweep"].append(await phases.open_loop(peak, fraction))
         if arguments.skip_batch:
             report["batch"] = {"skipped": "--skip-batch"}
         else:
@@ -546,11 +584,25 @@ def render(report: dict[str, Any]) -> str:
         f"entry max {persister['oldest_age_ms_max'] / 1000:.2f} s; drained "
         + ("TIMEOUT" if drain is None else f"{drain:.2f} s after the run (worst round)")
     )
+    lines.append(_render_redis_rounds(closed["rounds"]))
     lines += ["", *_render_cpu(summary, report["batch"])]
     lines += ["", *_render_batch(report["batch"]), *_render_open_loop(report["open_loop"])]
+    lines += _render_open_loop_sweep(report["open_loop"], report.get("open_loop_sweep", []))
     lines += _render_expiry(report["expiry"])
     lines.append(f"\ntotal {report['elapsed_s']:.0f} s; logs and data: {report['data_dir']}")
     return "\n".join(lines)
+
+
+def _render_redis_rounds(rounds: list[dict[str, Any]]) -> str:
+    """Whether Redis forked (AOF rewrite, RDB save) during any of rushgate's closed-loop runs."""
+    forked = [
+        f"round {index}: {describe(results['rushgate']['redis'])}"
+        for index, results in enumerate(rounds, start=1)
+        if overlapped(results["rushgate"]["redis"])
+    ]
+    if not forked:
+        return "Redis did not fork (no AOF rewrite, no RDB save) during rushgate's closed-loop runs"
+    return "Redis during rushgate's closed-loop runs: " + "; ".join(forked)
 
 
 def _render_cpu(summary: dict[str, Any], batch: dict[str, Any]) -> list[str]:
@@ -582,6 +634,7 @@ def _render_batch(batch: dict[str, Any]) -> list[str]:
         f"socket errors {batch['socket_errors']}",
         f"  persister: backlog max {persister['entries_max']:,} entries ({backlog_s:.2f} s of orders), "
         f"oldest {oldest_s:.2f} s; " + ("drain TIMEOUT" if drain is None else f"drained {drain:.2f} s after"),
+        f"  {describe(batch['redis'])}",
     ]
 
 
@@ -600,7 +653,35 @@ def _render_open_loop(result: dict[str, Any]) -> list[str]:
         f"  service time: p50 {service['p50']:.2f}  p99 {service['p99']:.2f} ms; send lag p99 {lag['p99']:.2f}  "
         f"max {lag['max']:.2f} ms; the generator ({result.get('engine', 'python')}) used "
         f"{result['generator_cpu_fraction']:.0%} of a CPU",
+        f"  {describe(result['redis'])}",
     ]
+
+
+def _render_open_loop_sweep(target: dict[str, Any], sweep: list[dict[str, Any]]) -> list[str]:
+    """The lower rates, and the highest measured rate whose p99 met the target."""
+    if "skipped" in target or not sweep:
+        return []
+    lines = ["  the same at lower rates (latency from intended send, ms):"]
+    for result in sorted(sweep, key=lambda item: item["fraction_of_peak"]):
+        latency = result["latency_ms"]
+        forked = "; Redis forked during it" if overlapped(result["redis"]) else ""
+        lines.append(
+            f"    {result['fraction_of_peak']:4.0%} {result['rate_target']:>8,.0f} req/s: p50 {latency['p50']:7.2f}  "
+            f"p99 {latency['p99']:7.2f}  p99.9 {latency['p999']:7.2f}  non-2xx {result['non_2xx']}{forked}"
+        )
+    met = [
+        result for result in [*sweep, target]
+        if result["latency_ms"]["p99"] <= TARGET_P99_MS and not result["non_2xx"] and not result["unfinished"]
+    ]  # fmt: skip
+    if met:
+        best = max(met, key=lambda item: item["fraction_of_peak"])
+        lines.append(
+            f"  p99 <= {TARGET_P99_MS:g} ms up to {best['rate_target']:,.0f} req/s ({best['fraction_of_peak']:.0%} of "
+            "peak) of the rates measured"
+        )
+    else:
+        lines.append(f"  p99 <= {TARGET_P99_MS:g} ms at none of the rates measured")
+    return lines
 
 
 def _render_expiry(result: dict[str, Any]) -> list[str]:
@@ -619,6 +700,7 @@ def _render_expiry(result: dict[str, Any]) -> list[str]:
         f"  released {result['released']:,}, not released {result['not_released']:,}, released early "
         f"{result['released_early']}, created after their deadline {result['created_late']}; "
         + ("sweep TIMEOUT" if swept is None else f"last one released {swept:.2f} s after the last deadline"),
+        f"  {describe(result['redis'])}",
     ]
 
 
