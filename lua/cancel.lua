@@ -13,13 +13,15 @@ KEYS[3]  sold-out set of the partition: released SKUs leave it
 KEYS[4…] keys the orders below name by index (order, customer counters, SKU stock)
 
 ARGV[1]  now_ms
-ARGV[2]  order count N (each order at most once), then N orders, each:
+ARGV[2]  "documents": answer each order's document; "codes": answer only the codes (the sweeper,
+         which needs nothing else: no reply to build for 500 documents, none to parse)
+ARGV[3]  order count N (each order at most once), then N orders, each:
          order_key_index, counter_key_index, order_id, reason
          ("customer" | "merchant" | "payment_timeout"), due_only ("1": cancel only a
          pending order whose deadline is <= now_ms, as the sweeper does),
          sku count S, then S pairs: sku, stock_key_index (every SKU of the order)
 
-Returns one entry per order: {code, order document (msgpack) or ""}
+Returns one entry per order: {code, order document (msgpack) or ""}; with "codes", one code per order
   code 1 cancelled   2 already cancelled (unchanged)   3 not due (unchanged)
   code 4 not found   5 not cancellable in its current status, or a shipment left (unchanged)
 Mirrored by reservation.outcomes.CancelCode. Document layout: see reserve.lua.
@@ -32,10 +34,13 @@ local SHIPMENTS = 22  -- shipments that left (see ship.lua)
 
 local stream_key, expiry_key, sold_out_key = KEYS[1], KEYS[2], KEYS[3]
 local now_ms = tonumber(ARGV[1])
-local order_count = tonumber(ARGV[2])
-if not now_ms or not order_count then return redis.error_reply('ERR cancel: malformed header') end
+local reply_documents = ARGV[2] == 'documents'
+local order_count = tonumber(ARGV[3])
+if not now_ms or not order_count or (not reply_documents and ARGV[2] ~= 'codes') then
+  return redis.error_reply('ERR cancel: malformed header')
+end
 
-local orders, cursor, named = {}, 3, {}
+local orders, cursor, named = {}, 4, {}
 for _ = 1, order_count do
   local order = {order_index = tonumber(ARGV[cursor]), counter_index = tonumber(ARGV[cursor + 1]),
     order_id = ARGV[cursor + 2], reason = ARGV[cursor + 3], due_only = ARGV[cursor + 4] == '1',
@@ -133,24 +138,35 @@ local function release(order)
   return packed
 end
 
+-- One answer per order: {code, document} (the document as it is now, packed unless it is packed already).
 local results = {}
+local function answer(index, code, document, packed)
+  if not reply_documents then
+    results[index] = code
+  elseif packed or not document then
+    results[index] = {code, packed or ''}
+  else
+    results[index] = {code, cmsgpack.pack(document)}
+  end
+end
+
 for index = 1, #orders do
   local order = orders[index]
   local document = order.document
   if not document then
     unscheduled[#unscheduled + 1] = order.order_id
-    results[index] = {CODE_NOT_FOUND, ''}
+    answer(index, CODE_NOT_FOUND)
   elseif document[STATUS] == 'cancelled' then
     unscheduled[#unscheduled + 1] = order.order_id
-    results[index] = {CODE_ALREADY, cmsgpack.pack(document)}
+    answer(index, CODE_ALREADY, document)
   elseif order.due_only and (document[STATUS] ~= 'pending_payment' or document[EXPIRES] > now_ms) then
     if document[STATUS] ~= 'pending_payment' then unscheduled[#unscheduled + 1] = order.order_id end
-    results[index] = {CODE_NOT_DUE, cmsgpack.pack(document)}
+    answer(index, CODE_NOT_DUE, document)
   elseif (document[STATUS] ~= 'pending_payment' and document[STATUS] ~= 'paid')
       or (document[SHIPMENTS] and #document[SHIPMENTS] > 0) then  -- a shipment left: too late to cancel
-    results[index] = {CODE_NOT_CANCELLABLE, cmsgpack.pack(document)}
+    answer(index, CODE_NOT_CANCELLABLE, document)
   else
-    results[index] = {CODE_CANCELLED, release(order)}
+    answer(index, CODE_CANCELLED, nil, release(order))
   end
 end
 

@@ -345,9 +345,22 @@ class RedisStore:
         self, orders: Sequence[OrderRecord], *, reason: str, now_ms: int, due_only: bool
     ) -> list[OrderChange]:
         """Cancel orders read earlier (their SKU set never changes after intake)."""
+        replies = await self._cancel(orders, "documents", reason=reason, now_ms=now_ms, due_only=due_only)
+        return [OrderChange(CancelCode(code), _decode_order(packed)) for code, packed in replies]
+
+    async def expire(self, orders: Sequence[OrderRecord], *, now_ms: int) -> list[CancelCode]:
+        """Cancel, for payment_timeout, those of these orders still pending whose deadline has passed
+        (the sweeper): only the codes come back, not 500 documents it would decode for nothing."""
+        replies = await self._cancel(orders, "codes", reason="payment_timeout", now_ms=now_ms, due_only=True)
+        return [CancelCode(code) for code in replies]
+
+    async def _cancel(
+        self, orders: Sequence[OrderRecord], reply: str, *, reason: str, now_ms: int, due_only: bool
+    ) -> list[Any]:
         keys = self.keys
         table = KeyTable([keys.stream, keys.expiry, keys.sold_out])
-        args: list[Any] = [now_ms, len(orders)]
+        args: list[Any] = [now_ms, reply, len(orders)]
+        due = "1" if due_only else "0"
         for order in orders:
             skus = order.skus
             args += [
@@ -355,14 +368,14 @@ class RedisStore:
                 table.index(keys.customer_counters(order.customer_id)),
                 order.order_id,
                 reason,
-                "1" if due_only else "0",
+                due,
                 len(skus),
             ]
             for sku in skus:
                 args += [sku, table.index(keys.stock(sku))]
-        replies = await self._call("cancel", table.keys, args)
+        replies: list[Any] = await self._call("cancel", table.keys, args)
         assert len(replies) == len(orders), "cancel.lua must answer once per order"
-        return [OrderChange(CancelCode(code), _decode_order(packed)) for code, packed in replies]
+        return replies
 
     async def pay(self, order: OrderRecord, *, payment_id: str, amount: int, method: str, now_ms: int) -> OrderChange:
         keys = self.keys

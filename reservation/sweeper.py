@@ -28,8 +28,8 @@ async def sweep_once(store: RedisStore, *, now_ms: int, batch_size_max: int) -> 
         await store.forget_expiry(missing)
     if not found:
         return 0
-    changes = await store.cancel(found, reason="payment_timeout", now_ms=now_ms, due_only=True)
-    return sum(1 for change in changes if change.code is CancelCode.CANCELLED)
+    codes = await store.expire(found, now_ms=now_ms)
+    return sum(1 for code in codes if code is CancelCode.CANCELLED)
 
 
 async def confirm_due_once(store: RedisStore, *, now_ms: int, window_ms: int, batch_size_max: int) -> int:

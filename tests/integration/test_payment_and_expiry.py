@@ -9,7 +9,8 @@ import pytest
 from intake.problems import ProblemError
 from intake.schemas import BlockIn, PaymentIn, SkuIn
 from intake.service import CatalogService, OrderService, from_ms
-from reservation.store import RedisStore
+from reservation.outcomes import CancelCode
+from reservation.store import RedisStore, ResponseError
 from reservation.sweeper import sweep_once, sweep_until_clear
 from rushgate.settings import Settings
 from rushgate.workers import Sweeper
@@ -228,3 +229,42 @@ async def test_a_payment_id_replayed_with_another_amount_is_refused(
     with pytest.raises(ProblemError) as replayed:
         await orders.pay(order.order_id, payment("p1", amount=400))
     assert replayed.value.kind == "payment-id-reused"
+
+
+async def test_expire_answers_only_codes_and_cancels_only_the_due_pending_orders(
+    catalog: CatalogService, orders: OrderService, store: RedisStore, clock: ManualClock
+) -> None:
+    await setup_region(catalog, "eu", ["w1"])
+    await add_sku(catalog, "s1", price=500, stock={"w1": 10})
+    _, due = await orders.place(order_in("c1", {"s1": 1}), "k1")
+    _, paid = await orders.place(order_in("c2", {"s1": 1}), "k2")
+    await orders.pay(paid.order_id, payment("p1"))
+    _, cancelled = await orders.place(order_in("c3", {"s1": 1}), "k3")
+    await orders.cancel(cancelled.order_id, "customer")
+    clock.advance(1000)
+    _, later = await orders.place(order_in("c4", {"s1": 1}), "k4")  # its deadline is a second after the others'
+
+    codes = await store.expire([due, paid, cancelled, later], now_ms=due.expires_ms)
+
+    assert codes == [CancelCode.CANCELLED, CancelCode.NOT_DUE, CancelCode.ALREADY_CANCELLED, CancelCode.NOT_DUE]
+    expired = await orders.get(due.order_id)
+    assert (expired.status, expired.cancel_reason) == ("cancelled", "payment_timeout")
+    assert [(await orders.get(order.order_id)).status for order in (paid, cancelled, later)] == [
+        "paid",
+        "cancelled",
+        "pending_payment",
+    ]
+    assert await levels(store) == (8, 1, 1, 10)
+
+
+async def test_cancel_refuses_an_unknown_reply_mode_before_any_write(
+    one_unit: None, orders: OrderService, store: RedisStore
+) -> None:
+    _, order = await orders.place(order_in("c1", {"s1": 1}), "k1")
+    keys = [store.keys.stream, store.keys.expiry, store.keys.sold_out, store.keys.order(order.order_id),
+            store.keys.customer_counters(order.customer_id), store.keys.stock("s1")]  # fmt: skip
+    arguments = [order.expires_ms, "everything", 1, 4, 5, order.order_id, "payment_timeout", "1", 1, "s1", 6]
+    with pytest.raises(ResponseError, match="malformed header"):
+        await store._call("cancel", keys, arguments)
+    assert (await orders.get(order.order_id)).status == "pending_payment"
+    assert await levels(store) == (0, 1, 0, 1)
