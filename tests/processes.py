@@ -101,3 +101,22 @@ def running(command: list[str], environ: dict[str, str], log: Path) -> Iterator[
 def serve_command(workers: int) -> tuple[list[str], int]:
     port = free_port()
     return ["serve", "--port", str(port), "--workers", str(workers)], port
+
+
+SPIN_SCRIPT = "local n = 0 for i = 1, 300000 do n = n + i end return n"  # about two milliseconds of Lua
+
+
+def _resp(*parts: str) -> bytes:
+    encoded = [part.encode() for part in parts]
+    return b"*%d\r\n" % len(encoded) + b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in encoded)
+
+
+def write_slow_aof(redis_dir: Path, *, keys: int, spins: int) -> None:
+    """An old-style single-file AOF (valkey migrates it at start) that takes seconds to replay:
+    keys keys to find afterwards, then spins script calls that each keep the server busy (valkey
+    answers PING, with -LOADING, every 1024 commands of it)."""
+    redis_dir.mkdir(parents=True)
+    commands = [_resp("SELECT", "0")]
+    commands += [_resp("SET", f"key-{number}", str(number)) for number in range(keys)]
+    commands += [_resp("EVAL", SPIN_SCRIPT, "0") for _ in range(spins)]
+    (redis_dir / "appendonly.aof").write_bytes(b"".join(commands))

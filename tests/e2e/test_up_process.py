@@ -1,9 +1,12 @@
-"""`rushgate up` as a process: one per data dir, and nothing outlives it, even a SIGKILL."""
+"""`rushgate up` as a process: one per data dir, nothing outlives it, even a SIGKILL, and Ctrl-C
+stops it even while its Redis replays a long AOF."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +15,11 @@ import psutil
 import pytest
 
 from rushgate.embedded import free_port
-from tests.processes import eventually, wait_ready
+from tests.processes import eventually, wait_ready, write_slow_aof
 
 pytestmark = pytest.mark.slow
+SLOW_AOF_SPINS = 15_000  # half a minute of replay or more
+STOPPED_WITHIN_S = 15
 
 
 def start_up(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -56,3 +61,40 @@ async def test_a_second_up_on_the_same_data_dir_refuses_and_a_killed_up_leaves_n
     finally:
         third.send_signal(signal.SIGTERM)
         assert third.wait(60) == 0
+
+
+def redis_port_in(log: Path) -> int | None:
+    found = re.search(r"port=(\d+)", log.read_text()) if log.exists() else None
+    return int(found.group(1)) if found else None
+
+
+def answers_loading(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
+            connection.sendall(b"PING\r\n")
+            return connection.recv(64).startswith(b"-LOADING")
+    except OSError:
+        return False
+
+
+async def test_ctrl_c_while_redis_replays_its_aof_stops_up_without_waiting_for_the_replay(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    write_slow_aof(data_dir / "redis", keys=10, spins=SLOW_AOF_SPINS)
+    redis_log = data_dir / "redis" / "server.log"
+    up = start_up(data_dir, free_port(), tmp_path / "up.log")
+    try:
+
+        async def redis_is_loading() -> bool:
+            port = redis_port_in(redis_log)
+            return port is not None and answers_loading(port)
+
+        await eventually(redis_is_loading, "the embedded Redis to answer -LOADING")
+        valkey = [child for child in psutil.Process(up.pid).children() if child.name() == "valkey-server"]
+        up.send_signal(signal.SIGINT)
+        assert up.wait(STOPPED_WITHIN_S) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait(30)
+    assert "DB loaded" not in redis_log.read_text(), "the replay ended before the stop: nothing was interrupted"
+    assert valkey and not any(process.is_running() and process.status() != psutil.STATUS_ZOMBIE for process in valkey)

@@ -17,27 +17,12 @@ import pytest
 import redis
 
 from rushgate.embedded import EmbeddedRedis, StartInterrupted
+from tests.processes import write_slow_aof
 
 START_TIMEOUT_S = 1.0
-SPIN_SCRIPT = "local n = 0 for i = 1, 300000 do n = n + i end return n"  # about a millisecond of Lua
-SPINS = 1500  # far more than START_TIMEOUT_S of loading; valkey answers PING every 1024 commands of it
+SPINS = 1500  # seconds of loading, far more than START_TIMEOUT_S
 KEYS = 1000
 INTERRUPT_AFTER_S = 1.5  # past the start timeout, well before loading ends
-
-
-def resp(*parts: str) -> bytes:
-    encoded = [part.encode() for part in parts]
-    return b"*%d\r\n" % len(encoded) + b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in encoded)
-
-
-def write_slow_aof(data_dir: Path) -> None:
-    """An old-style single-file AOF (valkey migrates it at start) that takes seconds to replay:
-    KEYS keys to find afterwards, then SPINS script calls that each keep the server busy."""
-    data_dir.mkdir(parents=True)
-    commands = [resp("SELECT", "0")]
-    commands += [resp("SET", f"key-{number}", str(number)) for number in range(KEYS)]
-    commands += [resp("EVAL", SPIN_SCRIPT, "0") for _ in range(SPINS)]
-    (data_dir / "appendonly.aof").write_bytes(b"".join(commands))
 
 
 def loading_seconds(log: Path) -> float:
@@ -48,7 +33,7 @@ def loading_seconds(log: Path) -> float:
 
 def test_a_redis_loading_longer_than_the_start_timeout_starts(tmp_path: Path) -> None:
     data_dir = tmp_path / "redis"
-    write_slow_aof(data_dir)
+    write_slow_aof(data_dir, keys=KEYS, spins=SPINS)
     server = EmbeddedRedis(data_dir, start_timeout_s=START_TIMEOUT_S).start()
     try:
         assert loading_seconds(data_dir / "server.log") > START_TIMEOUT_S, "the AOF loaded too fast to test anything"
@@ -62,7 +47,7 @@ def test_a_redis_loading_longer_than_the_start_timeout_starts(tmp_path: Path) ->
 
 def test_a_stop_asked_for_while_redis_loads_stops_it_at_once(tmp_path: Path) -> None:
     data_dir = tmp_path / "redis"
-    write_slow_aof(data_dir)
+    write_slow_aof(data_dir, keys=KEYS, spins=SPINS)
     server = EmbeddedRedis(data_dir, start_timeout_s=START_TIMEOUT_S)
     asked_at = time.monotonic() + INTERRUPT_AFTER_S
 
