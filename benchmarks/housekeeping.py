@@ -1,11 +1,11 @@
 """Redis's own background work during a phase: the forks of AOF rewrites and RDB saves.
 
 A fork copies Redis's page tables, the child then takes a core for seconds, and every page
-Redis writes meanwhile is copied. On a shared 2-core machine that shows in the tails: one
+Redis writes meanwhile is copied. On a shared 2-core machine that can show in the tails: one
 full run released holds up to 2.4 s after their deadline while an automatic AOF rewrite
-covered the deadline window, where runs without one stayed under 0.7 s. So the harness
-records each phase's wall-clock span and whether Redis forked during it, and says so next
-to the figures, rather than leaving a tail to be matched against Redis's log by hand.
+covered the deadline window. So the harness records each phase's wall-clock span and whether
+Redis forked during it, and says so next to the figures, rather than leaving a tail to be
+matched against Redis's log by hand (which also shows when a tail had another cause).
 """
 
 from __future__ import annotations

@@ -63,6 +63,7 @@ def _wait_for(
     start_timeout_s: float = START_TIMEOUT_S,
     loading_timeout_s: float = LOADING_TIMEOUT_S,
     interrupted: Callable[[], bool] = lambda: False,
+    stop_signal: int = signal.SIGTERM,
 ) -> None:
     """Return once the server is ready. It has start_timeout_s to answer at all; once it says it
     is loading its data, it has loading_timeout_s. The time to replay an AOF or a WAL grows with
@@ -75,7 +76,7 @@ def _wait_for(
         if process.poll() is not None:
             raise EmbeddedServerError(f"{what} exited with {process.returncode}; see {log}")
         if interrupted():
-            _stop(process, signal.SIGTERM)
+            _stop(process, stop_signal)
             raise StartInterrupted(f"{what} was stopped while it started")
         readiness = probe()
         if readiness is Readiness.READY:
@@ -312,7 +313,10 @@ class EmbeddedPostgres:
                 preexec_fn=die_with_parent(signal.SIGINT),  # noqa: PLW1509 - only prctl runs before exec
                 **_run_as(user),
             )
-        _wait_for(self._readiness, self.process, "embedded Postgres", log, interrupted=interrupted)
+        _wait_for(
+            self._readiness, self.process, "embedded Postgres", log,
+            interrupted=interrupted, stop_signal=signal.SIGINT,  # Postgres's fast shutdown, as stop() sends
+        )  # fmt: skip
         return self
 
     def stop(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -103,7 +104,7 @@ def serve_command(workers: int) -> tuple[list[str], int]:
     return ["serve", "--port", str(port), "--workers", str(workers)], port
 
 
-SPIN_SCRIPT = "local n = 0 for i = 1, 300000 do n = n + i end return n"  # about two milliseconds of Lua
+SPIN_SCRIPT = "local n = 0 for i = 1, 15000 do n = n + i end return n"  # about a tenth of a millisecond of Lua
 
 
 def _resp(*parts: str) -> bytes:
@@ -113,10 +114,21 @@ def _resp(*parts: str) -> bytes:
 
 def write_slow_aof(redis_dir: Path, *, keys: int, spins: int) -> None:
     """An old-style single-file AOF (valkey migrates it at start) that takes seconds to replay:
-    keys keys to find afterwards, then spins script calls that each keep the server busy (valkey
-    answers PING, with -LOADING, every 1024 commands of it)."""
+    keys keys to find afterwards, then spins short script calls (about 0.1 ms each). valkey answers
+    PING (with -LOADING) and acts on SIGTERM only between every 1024 commands it replays, so each
+    call is kept short: it answers about every tenth of a second."""
     redis_dir.mkdir(parents=True)
     commands = [_resp("SELECT", "0")]
     commands += [_resp("SET", f"key-{number}", str(number)) for number in range(keys)]
     commands += [_resp("EVAL", SPIN_SCRIPT, "0") for _ in range(spins)]
     (redis_dir / "appendonly.aof").write_bytes(b"".join(commands))
+
+
+def answers_loading(port: int) -> bool:
+    """Whether the Redis on port answers PING with -LOADING: it is replaying its AOF."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
+            connection.sendall(b"PING\r\n")
+            return connection.recv(64).startswith(b"-LOADING")
+    except OSError:
+        return False

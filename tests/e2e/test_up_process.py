@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +14,10 @@ import psutil
 import pytest
 
 from rushgate.embedded import free_port
-from tests.processes import eventually, wait_ready, write_slow_aof
+from tests.processes import answers_loading, eventually, wait_ready, write_slow_aof
 
 pytestmark = pytest.mark.slow
-SLOW_AOF_SPINS = 15_000  # half a minute of replay or more
+SLOW_AOF_SPINS = 150_000  # about 15 s of replay
 STOPPED_WITHIN_S = 15
 
 
@@ -66,15 +65,6 @@ async def test_a_second_up_on_the_same_data_dir_refuses_and_a_killed_up_leaves_n
 def redis_port_in(log: Path) -> int | None:
     found = re.search(r"port=(\d+)", log.read_text()) if log.exists() else None
     return int(found.group(1)) if found else None
-
-
-def answers_loading(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
-            connection.sendall(b"PING\r\n")
-            return connection.recv(64).startswith(b"-LOADING")
-    except OSError:
-        return False
 
 
 async def test_ctrl_c_while_redis_replays_its_aof_stops_up_without_waiting_for_the_replay(tmp_path: Path) -> None:
