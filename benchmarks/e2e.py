@@ -482,7 +482,7 @@ async def run_phases(environment: Environment, arguments: argparse.Namespace) ->
         else:
             print(f"open loop: {arguments.openloop_fraction:.0%} of {peak:,.0f} req/s", flush=True)
             report["open_loop"] = await phases.open_loop(peak, arguments.openloop_fraction)
-            # Then lower rates, to find how far below the target fraction the p99 target holds.
+            # Then the sweep's rates (lower ones by default), to find up to which rate the p99 target holds.
             report["open_loop_sweep"] = []
             for fraction in (item for item in arguments.openloop_sweep if item != arguments.openloop_fraction):
                 print(f"open loop: {fraction:.0%} of {peak:,.0f} req/s", flush=True)
@@ -658,7 +658,7 @@ def _render_open_loop(result: dict[str, Any]) -> list[str]:
 
 
 def _render_open_loop_sweep(target: dict[str, Any], sweep: list[dict[str, Any]]) -> list[str]:
-    """The lower rates, and the highest measured rate whose p99 met the target."""
+    """The sweep's rates, and the highest measured rate whose p99 met the target."""
     if "skipped" in target or not sweep:
         return []
     lines = ["  the same at other rates (latency from intended send, ms):"]
