@@ -121,6 +121,19 @@ def _stop(process: subprocess.Popen[bytes] | None, signal_number: int) -> None:
         process.wait()
 
 
+def redis_readiness(port: int) -> Readiness:
+    """PING's answer from the Redis on 127.0.0.1:port: +PONG when ready, -LOADING while it replays its AOF."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as connection:
+            connection.sendall(b"PING\r\n")
+            answer = connection.recv(64)
+    except OSError:
+        return Readiness.SILENT
+    if answer.startswith(b"+PONG"):
+        return Readiness.READY
+    return Readiness.LOADING if answer.startswith(b"-LOADING") else Readiness.SILENT
+
+
 class EmbeddedRedis:
     """A valkey-server on 127.0.0.1 with its AOF under ``data_dir``."""
 
@@ -157,16 +170,7 @@ class EmbeddedRedis:
         return path
 
     def _readiness(self) -> Readiness:
-        """PING's answer: +PONG when ready, -LOADING while the server replays its AOF."""
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as connection:
-                connection.sendall(b"PING\r\n")
-                answer = connection.recv(64)
-        except OSError:
-            return Readiness.SILENT
-        if answer.startswith(b"+PONG"):
-            return Readiness.READY
-        return Readiness.LOADING if answer.startswith(b"-LOADING") else Readiness.SILENT
+        return redis_readiness(self.port)
 
     def start(self, interrupted: Callable[[], bool] = lambda: False) -> EmbeddedRedis:
         """Start and wait until it answers (while it replays its AOF: as long as that takes)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -122,13 +121,3 @@ def write_slow_aof(redis_dir: Path, *, keys: int, spins: int) -> None:
     commands += [_resp("SET", f"key-{number}", str(number)) for number in range(keys)]
     commands += [_resp("EVAL", SPIN_SCRIPT, "0") for _ in range(spins)]
     (redis_dir / "appendonly.aof").write_bytes(b"".join(commands))
-
-
-def answers_loading(port: int) -> bool:
-    """Whether the Redis on port answers PING with -LOADING: it is replaying its AOF."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
-            connection.sendall(b"PING\r\n")
-            return connection.recv(64).startswith(b"-LOADING")
-    except OSError:
-        return False

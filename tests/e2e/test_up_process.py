@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rushgate.embedded import free_port
-from tests.processes import answers_loading, eventually, wait_ready, write_slow_aof
+from rushgate.embedded import Readiness, free_port, redis_readiness
+from tests.processes import eventually, wait_ready, write_slow_aof
 
 pytestmark = pytest.mark.slow
 SLOW_AOF_SPINS = 150_000  # about 15 s of replay
@@ -76,7 +76,7 @@ async def test_ctrl_c_while_redis_replays_its_aof_stops_up_without_waiting_for_t
 
         async def redis_is_loading() -> bool:
             port = redis_port_in(redis_log)
-            return port is not None and answers_loading(port)
+            return port is not None and redis_readiness(port) is Readiness.LOADING
 
         await eventually(redis_is_loading, "the embedded Redis to answer -LOADING")
         valkey = [child for child in psutil.Process(up.pid).children() if child.name() == "valkey-server"]

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from rushgate.embedded import EmbeddedRedis, StartInterrupted
-from tests.processes import answers_loading, write_slow_aof
+from rushgate.embedded import EmbeddedRedis, Readiness, StartInterrupted, redis_readiness
+from tests.processes import write_slow_aof
 
 START_TIMEOUT_S = 1.0
 SPINS = 45_000  # about 5 s of loading, with an answer to PING about every 0.1 s
@@ -49,7 +49,8 @@ def test_a_stop_asked_for_while_redis_loads_stops_it_at_once(tmp_path: Path) -> 
     server = EmbeddedRedis(data_dir, start_timeout_s=START_TIMEOUT_S)
     try:
         with pytest.raises(StartInterrupted):
-            server.start(interrupted=lambda: answers_loading(server.port))  # Ctrl-C as soon as it loads
+            # Ctrl-C as soon as it loads
+            server.start(interrupted=lambda: redis_readiness(server.port) is Readiness.LOADING)
         assert server.process is not None and server.process.poll() is not None, "the server must be stopped"
     finally:
         server.stop()

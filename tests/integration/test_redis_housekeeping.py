@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from benchmarks.housekeeping import PhaseWatch, describe, overlapped, redis_children
 from reservation.store import RedisStore
-
-WAIT_S = 60
+from tests.processes import eventually
 
 
 async def wait_for_no_child(store: RedisStore) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while (await redis_children(store.client)).child_running:
-        assert time.monotonic() < deadline, f"Redis's child still ran after {WAIT_S} s"
-        await asyncio.sleep(0.01)
+    async def no_child() -> bool:
+        return not (await redis_children(store.client)).child_running
+
+    await eventually(no_child, "Redis's fork child to finish")
 
 
 async def test_a_save_during_a_phase_is_reported(store: RedisStore) -> None:
