@@ -15,16 +15,21 @@ KEYS[4…] keys the orders below name by index (order, customer counters, SKU st
 ARGV[1]  now_ms
 ARGV[2]  "documents": answer each order's document; "codes": answer only the codes (the sweeper,
          which needs nothing else: no reply to build for 500 documents, none to parse)
-ARGV[3]  order count N (each order at most once), then N orders, each:
-         order_key_index, counter_key_index, order_id, reason
-         ("customer" | "merchant" | "payment_timeout"), due_only ("1": cancel only a
-         pending order whose deadline is <= now_ms, as the sweeper does),
-         sku count S, then S pairs: sku, stock_key_index (every SKU of the order)
+ARGV[3]  the orders, one flat msgpack array (each order at most once; msgpack on the client, as for
+         reserve.lua: one argument, integers that need no tonumber), each order in turn:
+           order_key_index, counter_key_index, order_id, reason ("customer" | "merchant" |
+           "payment_timeout"), due_only (true: cancel only a pending order whose deadline is
+           <= now_ms, as the sweeper does), sku count S, then S × sku, stock_key_index
+           (every SKU of the order)
 
 Returns one entry per order: {code, order document (msgpack) or ""}; with "codes", one code per order
   code 1 cancelled   2 already cancelled (unchanged)   3 not due (unchanged)
   code 4 not found   5 not cancellable in its current status, or a shipment left (unchanged)
 Mirrored by reservation.outcomes.CancelCode. Document layout: see reserve.lua.
+Event: k order_cancelled, o the document, t now_ms. No m (movements) field: each document line
+  {sku, wh, qty} is the movement {sku, wh, 'release', qty, qty, -qty, 0, 0} of a pending order, or
+  {sku, wh, 'release', qty, qty, 0, -qty, 0} of a paid one (the document then has a payment id:
+  a pending order never does), and the persister derives it (one pack per order less here).
 ]]
 
 local CODE_CANCELLED, CODE_ALREADY, CODE_NOT_DUE, CODE_NOT_FOUND, CODE_NOT_CANCELLABLE = 1, 2, 3, 4, 5
@@ -35,29 +40,43 @@ local SHIPMENTS = 22  -- shipments that left (see ship.lua)
 local stream_key, expiry_key, sold_out_key = KEYS[1], KEYS[2], KEYS[3]
 local now_ms = tonumber(ARGV[1])
 local reply_documents = ARGV[2] == 'documents'
-local order_count = tonumber(ARGV[3])
-if not now_ms or not order_count or (not reply_documents and ARGV[2] ~= 'codes') then
+if not now_ms or (not reply_documents and ARGV[2] ~= 'codes') then
   return redis.error_reply('ERR cancel: malformed header')
 end
+local unpacked_ok, flat = pcall(cmsgpack.unpack, ARGV[3] or '')
+if not unpacked_ok or type(flat) ~= 'table' or #ARGV ~= 3 then
+  return redis.error_reply('ERR cancel: ARGV[3] must be the msgpack array of orders, and the last argument')
+end
 
-local orders, cursor, named = {}, 4, {}
-for _ = 1, order_count do
-  local order = {order_index = tonumber(ARGV[cursor]), counter_index = tonumber(ARGV[cursor + 1]),
-    order_id = ARGV[cursor + 2], reason = ARGV[cursor + 3], due_only = ARGV[cursor + 4] == '1',
+local key_count, floor = #KEYS, math.floor
+local function key_index(value)
+  if type(value) ~= 'number' or value ~= floor(value) or value < 4 or value > key_count then return nil end
+  return value
+end
+
+local orders, cursor, named, flat_length = {}, 1, {}, #flat
+while cursor <= flat_length do
+  local sku_count = flat[cursor + 5]
+  local order = {order_index = key_index(flat[cursor]), counter_index = key_index(flat[cursor + 1]),
+    order_id = flat[cursor + 2], reason = flat[cursor + 3], due_only = flat[cursor + 4] == true,
     stock_index = {}}
-  local sku_count = tonumber(ARGV[cursor + 5])
-  if not order.order_index or not order.counter_index or not sku_count or named[order.order_id] then
-    return redis.error_reply('ERR cancel: malformed or repeated order at ARGV ' .. cursor)
+  if not order.order_index or not order.counter_index or type(order.order_id) ~= 'string'
+      or type(order.reason) ~= 'string' or named[order.order_id] or type(sku_count) ~= 'number'
+      or sku_count < 0 or cursor + 5 + 2 * sku_count > flat_length then
+    return redis.error_reply('ERR cancel: malformed or repeated order ' .. (#orders + 1))
   end
   named[order.order_id] = true
   cursor = cursor + 6
   for _ = 1, sku_count do
-    order.stock_index[ARGV[cursor]] = tonumber(ARGV[cursor + 1])
+    local stock_index = key_index(flat[cursor + 1])
+    if type(flat[cursor]) ~= 'string' or not stock_index then
+      return redis.error_reply('ERR cancel: malformed sku in order ' .. (#orders + 1))
+    end
+    order.stock_index[flat[cursor]] = stock_index
     cursor = cursor + 2
   end
   orders[#orders + 1] = order
 end
-if cursor ~= #ARGV + 1 then return redis.error_reply('ERR cancel: trailing arguments') end
 
 local call, CHUNK = redis.call, 1000
 --!include chunked
@@ -103,7 +122,7 @@ local function release(order)
   local document = order.document
   local paid = document[STATUS] == 'paid'
   local held_field = paid and 'c:' or 'r:'
-  local movements, lines = {}, document[LINES]
+  local lines = document[LINES]
   local counter_key = KEYS[order.counter_index]
   for line_number = 1, #lines do
     local line = lines[line_number]
@@ -115,11 +134,6 @@ local function release(order)
     if not released_skus[sku] then
       released_skus[sku] = true
       released_list[#released_list + 1] = sku
-    end
-    if paid then
-      movements[line_number] = {sku, warehouse, 'release', qty, qty, 0, -qty, 0}
-    else
-      movements[line_number] = {sku, warehouse, 'release', qty, qty, -qty, 0, 0}
     end
   end
   if paid then
@@ -134,7 +148,7 @@ local function release(order)
   documents[#documents + 1] = KEYS[order.order_index]
   documents[#documents + 1] = packed
   unscheduled[#unscheduled + 1] = order.order_id
-  call('XADD', stream_key, '*', 'k', 'order_cancelled', 'o', packed, 'm', cmsgpack.pack(movements), 't', now_text)
+  call('XADD', stream_key, '*', 'k', 'order_cancelled', 'o', packed, 't', now_text)
   return packed
 end
 

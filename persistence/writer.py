@@ -74,12 +74,8 @@ def decode_entry(partition: int, entry_id: str, fields: dict[bytes, bytes]) -> E
         packed_movements = fields.get(b"m")
         if packed_movements is not None:
             movements = movements_decoder.decode(packed_movements)
-        else:  # order_created carries none: each line was reserved whole (reserve.lua)
-            assert kind == "order_created", f"{kind} event without movements at {entry_id}"
-            movements = tuple(
-                Movement(line.sku, line.warehouse_id, "reserve", line.qty, -line.qty, line.qty, 0, 0)
-                for line in order.lines
-            )
+        else:
+            movements = _derived_movements(kind, order, entry_id)
         case = case_record_decoder.decode(fields[b"c"]) if b"c" in fields else None
         return Event(partition, stream_ms, stream_seq, kind, occurred_ms, order, movements, None, case)
     audit_field = fields.get(b"u")  # absent from events written before the audit log existed
@@ -94,6 +90,28 @@ def decode_entry(partition: int, entry_id: str, fields: dict[bytes, bytes]) -> E
     data = msgspec.msgpack.decode(fields[b"d"], type=struct_type)
     config_audit = config_audit_decoder.decode(audit_field) if audit_field else None
     return Event(partition, stream_ms, stream_seq, kind, occurred_ms, None, (), data, audit=config_audit)
+
+
+def _derived_movements(kind: str, order: OrderRecord, entry_id: str) -> tuple[Movement, ...]:
+    """The movements of an event that carries none: each document line is one (reserve.lua, cancel.lua).
+
+    order_created: every line was reserved. order_cancelled: every line went back to available,
+    from committed if the order was paid (only a paid order has a payment id when it is
+    cancelled: paying a pending order makes it paid) or else from reserved."""
+    if kind == "order_created":
+        return tuple(
+            Movement(line.sku, line.warehouse_id, "reserve", line.qty, -line.qty, line.qty, 0, 0)
+            for line in order.lines
+        )
+    assert kind == "order_cancelled", f"{kind} event without movements at {entry_id}"
+    if order.payment_id:
+        return tuple(
+            Movement(line.sku, line.warehouse_id, "release", line.qty, line.qty, 0, -line.qty, 0)
+            for line in order.lines
+        )
+    return tuple(
+        Movement(line.sku, line.warehouse_id, "release", line.qty, line.qty, -line.qty, 0, 0) for line in order.lines
+    )
 
 
 PERMANENT_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)

@@ -359,21 +359,20 @@ class RedisStore:
     ) -> list[Any]:
         keys = self.keys
         table = KeyTable([keys.stream, keys.expiry, keys.sold_out])
-        args: list[Any] = [now_ms, reply, len(orders)]
-        due = "1" if due_only else "0"
+        flat: list[Any] = []
         for order in orders:
             skus = order.skus
-            args += [
+            flat += [
                 table.index(keys.order(order.order_id)),
                 table.index(keys.customer_counters(order.customer_id)),
                 order.order_id,
                 reason,
-                due,
+                due_only,
                 len(skus),
             ]
             for sku in skus:
-                args += [sku, table.index(keys.stock(sku))]
-        replies: list[Any] = await self._call("cancel", table.keys, args)
+                flat += [sku, table.index(keys.stock(sku))]
+        replies: list[Any] = await self._call("cancel", table.keys, [now_ms, reply, _orders_encoder.encode(flat)])
         assert len(replies) == len(orders), "cancel.lua must answer once per order"
         return replies
 

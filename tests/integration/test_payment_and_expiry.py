@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import pytest
 
 from intake.problems import ProblemError
@@ -263,8 +264,34 @@ async def test_cancel_refuses_an_unknown_reply_mode_before_any_write(
     _, order = await orders.place(order_in("c1", {"s1": 1}), "k1")
     keys = [store.keys.stream, store.keys.expiry, store.keys.sold_out, store.keys.order(order.order_id),
             store.keys.customer_counters(order.customer_id), store.keys.stock("s1")]  # fmt: skip
-    arguments = [order.expires_ms, "everything", 1, 4, 5, order.order_id, "payment_timeout", "1", 1, "s1", 6]
+    packed = msgspec.msgpack.encode([4, 5, order.order_id, "payment_timeout", True, 1, "s1", 6])
     with pytest.raises(ResponseError, match="malformed header"):
-        await store._call("cancel", keys, arguments)
+        await store._call("cancel", keys, [order.expires_ms, "everything", packed])
+    assert (await orders.get(order.order_id)).status == "pending_payment"
+    assert await levels(store) == (0, 1, 0, 1)
+
+
+@pytest.mark.parametrize(
+    ("orders_argument", "message"),
+    [
+        (b"\xc1", "msgpack array of orders"),  # not msgpack
+        ([4, 5, "ORDER", "payment_timeout", True, 1, "s1", 7], "malformed sku in order 1"),  # no KEYS[7]
+        ([3, 5, "ORDER", "payment_timeout", True, 1, "s1", 6], "malformed or repeated order 1"),  # a fixed key
+        ([4, 5, "ORDER", "payment_timeout", True, 2, "s1", 6], "malformed or repeated order 1"),  # short
+        ([4, 5, "ORDER", "payment_timeout", True, 1, "s1", 6] * 2, "malformed or repeated order 2"),
+    ],
+)
+async def test_cancel_refuses_malformed_orders_before_any_write(
+    one_unit: None, orders: OrderService, store: RedisStore, orders_argument: bytes | list[object], message: str
+) -> None:
+    _, order = await orders.place(order_in("c1", {"s1": 1}), "k1")
+    keys = [store.keys.stream, store.keys.expiry, store.keys.sold_out, store.keys.order(order.order_id),
+            store.keys.customer_counters(order.customer_id), store.keys.stock("s1")]  # fmt: skip
+    if isinstance(orders_argument, list):
+        orders_argument = msgspec.msgpack.encode(
+            [order.order_id if value == "ORDER" else value for value in orders_argument]
+        )
+    with pytest.raises(ResponseError, match=message):
+        await store._call("cancel", keys, [order.expires_ms, "codes", orders_argument])
     assert (await orders.get(order.order_id)).status == "pending_payment"
     assert await levels(store) == (0, 1, 0, 1)

@@ -135,3 +135,51 @@ async def test_the_event_feed_keeps_each_events_payload_beside_its_row(
         ("s1", "reserve", 2, 2)
     ]
     assert feed[2][2]["order"]["idempotency_key"] == 'k"2\\ {x}'
+
+
+async def test_cancellations_carry_no_movements_and_the_persister_derives_them_from_the_lines(
+    catalog: CatalogService, orders: OrderService, store: RedisStore, database: str, settings: Settings
+) -> None:
+    """cancel.lua sends no movements (the lines are the releases); a paid order's units go back from
+    committed, a pending one's from reserved, whichever warehouses the order was split across."""
+    await setup_region(catalog, "eu", ["w1", "w2"])
+    await add_sku(catalog, "s1", price=250, stock={"w1": 2, "w2": 2})
+    await add_sku(catalog, "s2", price=100, stock={"w1": 5})
+    _, pending = await orders.place(order_in("c1", {"s1": 3, "s2": 1}, allow_split=True), "k1")
+    _, paid = await orders.place(order_in("c2", {"s1": 1}), "k2")
+    await orders.pay(paid.order_id, PaymentIn(payment_id="p1", amount=250, method="card"))
+    await orders.cancel(pending.order_id, "customer")
+    await orders.cancel(paid.order_id, "merchant")
+    cancellations = [fields for _, fields in await all_entries(store) if fields[b"k"] == b"order_cancelled"]
+    assert len(cancellations) == 2 and all(b"m" not in fields for fields in cancellations)
+    await drain(store, settings, database)
+    connection = await connect(database)
+    try:
+        rows = await connection.fetch(
+            "SELECT order_id, sku, warehouse_id, qty, available_delta, reserved_delta, committed_delta, on_hand_delta "
+            "FROM stock_movements WHERE kind = 'release' ORDER BY order_id, sku, warehouse_id"
+        )
+    finally:
+        await connection.close()
+    released = {(row["order_id"], row["sku"], row["warehouse_id"]): tuple(row)[3:] for row in rows}
+    assert released == {
+        (pending.order_id, "s1", "w1"): (2, 2, -2, 0, 0),
+        (pending.order_id, "s1", "w2"): (1, 1, -1, 0, 0),
+        (pending.order_id, "s2", "w1"): (1, 1, -1, 0, 0),
+        (paid.order_id, "s1", "w2"): (1, 1, 0, -1, 0),
+    }
+    await assert_ledger_matches(store, database, ["s1", "s2"])
+
+
+async def test_a_cancellation_written_with_its_movements_by_an_earlier_build_keeps_them(
+    stocked: None, orders: OrderService, store: RedisStore
+) -> None:
+    """Entries already in the stream when the persister is upgraded carry an m field: it wins over
+    what the document would give (here a release from committed, of an order with no payment id)."""
+    _, order = await orders.place(order_in("c1", {"s1": 2}), "k1")
+    cancelled = msgspec.structs.replace(order_record_decoder.decode(msgspec.msgpack.encode(order)), status="cancelled")
+    sent = [("s1", "w1", "release", 2, 2, 0, -2, 0)]
+    fields = {b"k": b"order_cancelled", b"o": msgspec.msgpack.encode(cancelled), b"m": msgspec.msgpack.encode(sent),
+              b"t": b"5"}  # fmt: skip
+    event = decode_entry(0, "7-0", fields)
+    assert [tuple(msgspec.structs.astuple(movement)) for movement in event.movements] == sent
