@@ -24,6 +24,7 @@ class RedisChildren:
     aof_rewrites: int
     rdb_saves: int
     child_running: bool  # an AOF rewrite or RDB save in progress
+    latest_fork_ms: float  # how long the latest fork stopped Redis (it answers nothing meanwhile)
 
 
 async def redis_children(client: Any) -> RedisChildren:
@@ -34,6 +35,7 @@ async def redis_children(client: Any) -> RedisChildren:
         aof_rewrites=int(persistence.get("aof_rewrites", 0)),
         rdb_saves=int(persistence.get("rdb_saves", 0)),
         child_running=bool(persistence.get("aof_rewrite_in_progress") or persistence.get("rdb_bgsave_in_progress")),
+        latest_fork_ms=int(stats.get("latest_fork_usec", 0)) / 1000,
     )
 
 
@@ -65,6 +67,8 @@ class PhaseWatch:
             "redis_rdb_saves": after.rdb_saves - before.rdb_saves,
             "redis_child_running_at_start": before.child_running,
             "redis_child_running_at_end": after.child_running,
+            # The stall of the phase's last fork: Redis serves no command while it copies its page tables.
+            "redis_latest_fork_ms": after.latest_fork_ms if after.forks > before.forks else None,
         }
 
 
@@ -82,8 +86,10 @@ def describe(watch: dict[str, Any]) -> str:
     if watch["redis_child_running_at_start"]:
         parts.append("a child already running at the start")
     if watch["redis_forks"]:
-        parts.append(
+        stall = watch.get("redis_latest_fork_ms")  # absent from reports written before it was recorded
+        forks = (
             f"{watch['redis_forks']} fork(s): {watch['redis_aof_rewrites']} AOF rewrite(s), "
             f"{watch['redis_rdb_saves']} RDB save(s)"
         )
+        parts.append(forks + (f", the last stopped Redis for {stall:.1f} ms" if stall else ""))
     return f"{span}; Redis background work during it ({'; '.join(parts)}): its tails include that"

@@ -142,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     for tool in ("valgrind", "callgrind_control", "callgrind_annotate"):
         if shutil.which(tool) is None:
             parser.error(f"{tool} not found: apt-get install valgrind")
-    orders = arguments.orders or (SWEEP_HOLDS if arguments.sweep else RESERVE_ORDERS)
+    orders = arguments.orders
+    if orders is None:
+        orders = SWEEP_HOLDS if arguments.sweep else RESERVE_ORDERS
     if orders < 1 or arguments.calls < 1:
         parser.error("--orders and --calls must be at least 1")
     if arguments.keep:

@@ -18,9 +18,11 @@ ARGV[2]  "documents": answer each order's document; "codes": answer only the cod
 ARGV[3]  the orders, one flat msgpack array (each order at most once; msgpack on the client, as for
          reserve.lua: one argument, integers that need no tonumber), each order in turn:
            order_key_index, counter_key_index, order_id, reason ("customer" | "merchant" |
-           "payment_timeout"), due_only (true: cancel only a pending order whose deadline is
-           <= now_ms, as the sweeper does), sku count S, then S × sku, stock_key_index
-           (every SKU of the order)
+           "payment_timeout"), due_only (a boolean; true: cancel only a pending order whose
+           deadline is <= now_ms, as the sweeper does), sku count S, then S × sku,
+           stock_key_index (every SKU of the order)
+         Anything else (another reason, a due_only that is not a boolean, an order or order key
+         named twice, a key that holds another order) is refused before any write.
 
 Returns one entry per order: {code, order document (msgpack) or ""}; with "codes", one code per order
   code 1 cancelled   2 already cancelled (unchanged)   3 not due (unchanged)
@@ -54,18 +56,21 @@ local function key_index(value)
   return value
 end
 
+local REASONS = {customer = true, merchant = true, payment_timeout = true}
+-- named: order ids and order key indexes seen, so no order (by id or by key) is released twice.
 local orders, cursor, named, flat_length = {}, 1, {}, #flat
 while cursor <= flat_length do
   local sku_count = flat[cursor + 5]
   local order = {order_index = key_index(flat[cursor]), counter_index = key_index(flat[cursor + 1]),
-    order_id = flat[cursor + 2], reason = flat[cursor + 3], due_only = flat[cursor + 4] == true,
+    order_id = flat[cursor + 2], reason = flat[cursor + 3], due_only = flat[cursor + 4],
     stock_index = {}}
   if not order.order_index or not order.counter_index or type(order.order_id) ~= 'string'
-      or type(order.reason) ~= 'string' or named[order.order_id] or type(sku_count) ~= 'number'
-      or sku_count < 0 or cursor + 5 + 2 * sku_count > flat_length then
+      or not REASONS[order.reason] or type(order.due_only) ~= 'boolean' or named[order.order_id]
+      or named[order.order_index] or type(sku_count) ~= 'number' or sku_count < 0
+      or sku_count ~= floor(sku_count) or cursor + 5 + 2 * sku_count > flat_length then
     return redis.error_reply('ERR cancel: malformed or repeated order ' .. (#orders + 1))
   end
-  named[order.order_id] = true
+  named[order.order_id], named[order.order_index] = true, true
   cursor = cursor + 6
   for _ = 1, sku_count do
     local stock_index = key_index(flat[cursor + 1])
@@ -92,6 +97,9 @@ for first = 1, #orders, CHUNK do
     if packed then
       local order = orders[index]
       order.document = cmsgpack.unpack(packed)
+      if order.document[1] ~= order.order_id then
+        return redis.error_reply('ERR cancel: the key given for order ' .. order.order_id .. ' holds another order')
+      end
       local lines = order.document[LINES]
       for line_number = 1, #lines do
         if not order.stock_index[lines[line_number][1]] then

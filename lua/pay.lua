@@ -45,7 +45,9 @@ local stream_key, expiry_key, order_key, counter_key = KEYS[1], KEYS[2], KEYS[3]
 local payment_key, blocklist_key = KEYS[5], KEYS[6]
 local now_ms, order_id, payment_id = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local amount, method, sku_count = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
-if not now_ms or not amount or not sku_count or #ARGV ~= 6 + sku_count or #KEYS ~= 6 + 2 * sku_count then
+-- An empty payment id is refused: the persister tells a paid order's cancellation by its payment id.
+if not now_ms or not amount or not sku_count or payment_id == '' or #ARGV ~= 6 + sku_count
+    or #KEYS ~= 6 + 2 * sku_count then
   return redis.error_reply('ERR pay: malformed arguments')
 end
 local stock_keys, config_keys = {}, {}

@@ -1,7 +1,8 @@
 """Reconciliation: the Postgres ledger against the Redis counters and live holds.
 
-The ledger (``stock_movements``) sums to the counters by construction, once the
-persister has drained the stream; any difference means something was lost or
+The ledger (``stock_movements``) sums to the counters once the persister has drained the
+stream: every stock change's movements are carried by its event or derived from its order
+document (``persistence.writer``, docs/design.md); any difference means something was lost or
 changed behind the service's back. ``compare_*`` are pure; the readers and the
 compensation writer are the only parts that touch Postgres.
 """

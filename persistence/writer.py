@@ -103,7 +103,8 @@ def _derived_movements(kind: str, order: OrderRecord, entry_id: str) -> tuple[Mo
             Movement(line.sku, line.warehouse_id, "reserve", line.qty, -line.qty, line.qty, 0, 0)
             for line in order.lines
         )
-    assert kind == "order_cancelled", f"{kind} event without movements at {entry_id}"
+    if kind != "order_cancelled":  # not an assert: it decides what is written, so it must hold under -O too
+        raise ValueError(f"{kind} event without movements at {entry_id}")
     if order.payment_id:
         return tuple(
             Movement(line.sku, line.warehouse_id, "release", line.qty, line.qty, 0, -line.qty, 0)

@@ -279,6 +279,15 @@ async def test_cancel_refuses_an_unknown_reply_mode_before_any_write(
         ([3, 5, "ORDER", "payment_timeout", True, 1, "s1", 6], "malformed or repeated order 1"),  # a fixed key
         ([4, 5, "ORDER", "payment_timeout", True, 2, "s1", 6], "malformed or repeated order 1"),  # short
         ([4, 5, "ORDER", "payment_timeout", True, 1, "s1", 6] * 2, "malformed or repeated order 2"),
+        ([4, 5, "ORDER", "payment_timeout", "1", 1, "s1", 6], "malformed or repeated order 1"),  # due_only
+        ([4, 5, "ORDER", "payment_timeout", 1, 1, "s1", 6], "malformed or repeated order 1"),  # due_only
+        ([4, 5, "ORDER", "payment_timeout", True, 0.5, "s1", 6], "malformed or repeated order 1"),
+        ([4, 5, "ORDER", "fraud", True, 1, "s1", 6], "malformed or repeated order 1"),  # unknown reason
+        (
+            [4, 5, "ORDER", "customer", False, 1, "s1", 6, 4, 5, "OTHER", "customer", False, 1, "s1", 6],
+            "malformed or repeated order 2",
+        ),  # one order key under two ids: it would be released twice
+        ([4, 5, "OTHER", "customer", False, 1, "s1", 6], "holds another order"),
     ],
 )
 async def test_cancel_refuses_malformed_orders_before_any_write(
@@ -288,10 +297,22 @@ async def test_cancel_refuses_malformed_orders_before_any_write(
     keys = [store.keys.stream, store.keys.expiry, store.keys.sold_out, store.keys.order(order.order_id),
             store.keys.customer_counters(order.customer_id), store.keys.stock("s1")]  # fmt: skip
     if isinstance(orders_argument, list):
+        names = {"ORDER": order.order_id, "OTHER": order.order_id + "x"}
         orders_argument = msgspec.msgpack.encode(
-            [order.order_id if value == "ORDER" else value for value in orders_argument]
+            [names.get(value, value) if isinstance(value, str) else value for value in orders_argument]
         )
     with pytest.raises(ResponseError, match=message):
         await store._call("cancel", keys, [order.expires_ms, "codes", orders_argument])
+    assert (await orders.get(order.order_id)).status == "pending_payment"
+    assert await levels(store) == (0, 1, 0, 1)
+
+
+async def test_a_payment_without_a_payment_id_is_refused_before_any_write(
+    one_unit: None, orders: OrderService, store: RedisStore
+) -> None:
+    """The persister tells a paid order's cancellation from a pending one's by its payment id."""
+    _, order = await orders.place(order_in("c1", {"s1": 1}), "k1")
+    with pytest.raises(ResponseError, match="malformed arguments"):
+        await store.pay(order, payment_id="", amount=order.total, method="card", now_ms=order.created_ms)
     assert (await orders.get(order.order_id)).status == "pending_payment"
     assert await levels(store) == (0, 1, 0, 1)

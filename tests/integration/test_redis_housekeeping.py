@@ -26,7 +26,8 @@ async def test_a_save_during_a_phase_is_reported(store: RedisStore) -> None:
     assert report["redis_rdb_saves"] == 1
     assert report["redis_aof_rewrites"] == 0
     assert overlapped(report)
-    assert "1 fork(s): 0 AOF rewrite(s), 1 RDB save(s)" in describe(report)
+    assert report["redis_latest_fork_ms"] > 0
+    assert "1 fork(s): 0 AOF rewrite(s), 1 RDB save(s), the last stopped Redis for " in describe(report)
     assert report["started_at"] <= report["ended_at"]
 
 
@@ -38,5 +39,6 @@ async def test_a_phase_without_a_fork_says_so(store: RedisStore) -> None:
     report = await watch.stop()
 
     assert report["redis_forks"] == 0
+    assert report["redis_latest_fork_ms"] is None  # an earlier fork's stall is not this phase's
     assert not overlapped(report)
     assert describe(report).endswith("Redis did not fork")
