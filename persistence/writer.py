@@ -99,20 +99,17 @@ def _derived_movements(kind: str, order: OrderRecord, entry_id: str) -> tuple[Mo
     from committed if the order was paid (only a paid order has a payment id when it is
     cancelled: paying a pending order makes it paid) or else from reserved."""
     if kind == "order_created":
-        return tuple(
-            Movement(line.sku, line.warehouse_id, "reserve", line.qty, -line.qty, line.qty, 0, 0)
-            for line in order.lines
-        )
-    if kind != "order_cancelled":  # not an assert: it decides what is written, so it must hold under -O too
+        movement_kind, available, reserved, committed = "reserve", -1, 1, 0
+    elif kind == "order_cancelled":
+        paid = bool(order.payment_id)
+        movement_kind, available, reserved, committed = "release", 1, (0 if paid else -1), (-1 if paid else 0)
+    else:  # not an assert: it decides what is written, so it must hold under -O too
         raise ValueError(f"{kind} event without movements at {entry_id}")
-    if order.payment_id:
-        return tuple(
-            Movement(line.sku, line.warehouse_id, "release", line.qty, line.qty, 0, -line.qty, 0)
-            for line in order.lines
-        )
     return tuple(
-        Movement(line.sku, line.warehouse_id, "release", line.qty, line.qty, -line.qty, 0, 0) for line in order.lines
-    )
+        Movement(line.sku, line.warehouse_id, movement_kind, line.qty, available * line.qty, reserved * line.qty,
+                 committed * line.qty, 0)
+        for line in order.lines
+    )  # fmt: skip
 
 
 PERMANENT_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
