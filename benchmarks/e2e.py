@@ -61,7 +61,7 @@ from benchmarks.harness import (
 from benchmarks.housekeeping import PhaseWatch, describe, overlapped
 from benchmarks.load import BATCH_SCRIPT, ORDERS_SCRIPT, find_wrk, run_open_loop, run_wrk
 from benchmarks.openloop import ENGINES
-from reservation.store import RedisStore, connect
+from reservation.store import RedisStore, ResponseError, connect
 from rushgate.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
 HOT_SKU = "hot"
@@ -147,6 +147,11 @@ def _parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="NAME=VALUE",
         help="a rushgate setting for its API, persister and sweeper, e.g. --set persister_nice=5 (repeatable)",
     )  # fmt: skip
+    parser.add_argument(
+        "--redis-config", action="append", default=[], type=_redis_config_pair, metavar="NAME=VALUE",
+        help="CONFIG SET for the embedded Redis once it started, e.g. --redis-config auto-aof-rewrite-percentage=0 "
+             "(no automatic AOF rewrite; repeatable)",
+    )  # fmt: skip
     parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON to PATH ('-': stdout)")
     parser.add_argument("--keep-data", action="store_true", help="keep the servers' data and logs")
     return parser
@@ -182,6 +187,34 @@ def _settings_env(assignments: list[str]) -> dict[str, str]:
             raise HarnessError(f"--set {assignment!r}: expected NAME=VALUE, e.g. persister_nice=5")
         env[f"RUSHGATE_{name.strip().upper()}"] = value
     return env
+
+
+def _redis_config_pair(text: str) -> tuple[str, str]:
+    """--redis-config name=value."""
+    name, separator, value = text.partition("=")
+    if not separator or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=VALUE, e.g. auto-aof-rewrite-percentage=0")
+    return name.strip(), value
+
+
+async def configure_redis(client: Any, pairs: list[tuple[str, str]]) -> None:
+    """CONFIG SET each pair, then read it back: a setting Redis refuses stops the run before any phase."""
+    for name, value in pairs:
+        try:
+            await client.config_set(name, value)
+        except ResponseError as error:
+            raise HarnessError(f"--redis-config {name}={value}: Redis refused it: {error}") from error
+        answered = (await client.config_get(name)).get(name)
+        if answered is None:
+            raise HarnessError(f"--redis-config {name}={value}: Redis has no such setting")
+
+
+async def _configure_redis_at(redis_url: str, pairs: list[tuple[str, str]]) -> None:
+    client = connect(redis_url, pool_size_max=1, timeout_ms=10_000)
+    try:
+        await configure_redis(client, pairs)
+    finally:
+        await client.aclose()
 
 
 async def _prepare_databases(database_url: str) -> str:
@@ -221,6 +254,8 @@ def start_everything(stack: ExitStack, arguments: argparse.Namespace, data_dir: 
     print(f"starting embedded Redis and Postgres under {data_dir}", flush=True)
     redis_server = EmbeddedRedis(data_dir / "redis").start()
     stack.callback(redis_server.stop)
+    if arguments.redis_config:
+        asyncio.run(_configure_redis_at(redis_server.url, arguments.redis_config))
     postgres_server = EmbeddedPostgres(data_dir / "postgres").start()
     stack.callback(postgres_server.stop)
     rowlock_url = asyncio.run(_prepare_databases(postgres_server.url))
@@ -543,7 +578,9 @@ def render(report: dict[str, Any]) -> str:
         + (f" with {', '.join(config['settings'])}" if config.get("settings") else ""),
         f"  load: wrk -t{config['threads']} -c{config['connections']}, {config['duration']} s per run, "
         f"{config['rounds']} round(s), warm-up {config['warmup']} s; one hot SKU, fresh idempotency keys",
-        "  Redis AOF appendfsync everysec; Postgres fsync on, synchronous_commit on (defaults)",
+        "  Redis AOF appendfsync everysec"
+        + "".join(f", {name} {value}" for name, value in config.get("redis_config", []))
+        + "; Postgres fsync on, synchronous_commit on (defaults)",
     ]
     closed = report["closed_loop"]
     summary = closed["summary"]
@@ -761,6 +798,7 @@ def main(argv: list[str] | None = None) -> int:
                 "warmup": arguments.warmup,
                 "rushgate_command": environment.rushgate_command_note,
                 "settings": arguments.set,
+                "redis_config": arguments.redis_config,
                 "commands": {name: app.command for name, app in environment.apps.items()},
             }
             report["data_dir"] = str(data_dir) if arguments.keep_data else "(removed)"

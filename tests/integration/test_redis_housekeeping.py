@@ -1,7 +1,14 @@
-"""The harness's phase watch sees Redis fork (an AOF rewrite or RDB save shows in a phase's tails)."""
+"""The harness's phase watch sees Redis fork (an AOF rewrite or RDB save shows in a phase's tails), and it
+sets Redis configuration for a run (--redis-config)."""
 
 from __future__ import annotations
 
+import argparse
+
+import pytest
+
+from benchmarks.e2e import _redis_config_pair, configure_redis
+from benchmarks.harness import HarnessError
 from benchmarks.housekeeping import PhaseWatch, describe, overlapped, redis_children
 from reservation.store import RedisStore
 from tests.processes import eventually
@@ -42,3 +49,17 @@ async def test_a_phase_without_a_fork_says_so(store: RedisStore) -> None:
     assert report["redis_latest_fork_ms"] is None  # an earlier fork's stall is not this phase's
     assert not overlapped(report)
     assert describe(report).endswith("Redis did not fork")
+
+
+async def test_the_harness_sets_redis_configuration_and_stops_on_a_refused_one(store: RedisStore) -> None:
+    """--redis-config: each NAME=VALUE is set with CONFIG SET; one Redis refuses stops the run."""
+    original = (await store.client.config_get("auto-aof-rewrite-percentage"))["auto-aof-rewrite-percentage"]
+    try:
+        await configure_redis(store.client, [_redis_config_pair("auto-aof-rewrite-percentage=0")])
+        assert (await store.client.config_get("auto-aof-rewrite-percentage")) == {"auto-aof-rewrite-percentage": "0"}
+        with pytest.raises(HarnessError, match="no-such-setting"):
+            await configure_redis(store.client, [("no-such-setting", "1")])
+    finally:
+        await store.client.config_set("auto-aof-rewrite-percentage", original)
+    with pytest.raises(argparse.ArgumentTypeError, match="expected NAME=VALUE"):
+        _redis_config_pair("auto-aof-rewrite-percentage")
