@@ -11,6 +11,7 @@ from intake.problems import ProblemError
 from intake.schemas import BlockIn, PaymentIn, SkuIn
 from intake.service import CatalogService, OrderService, from_ms
 from reservation.outcomes import CancelCode
+from reservation.records import OrderRecord
 from reservation.store import RedisStore, ResponseError
 from reservation.sweeper import sweep_once, sweep_until_clear
 from rushgate.settings import Settings
@@ -258,17 +259,27 @@ async def test_expire_answers_only_codes_and_cancels_only_the_due_pending_orders
     assert await levels(store) == (8, 1, 1, 10)
 
 
+def cancel_keys(store: RedisStore, order: OrderRecord) -> list[str]:
+    """KEYS of a cancel.lua call for one order of SKU s1, in the order the store's key table gives them."""
+    return [store.keys.stream, store.keys.expiry, store.keys.sold_out, store.keys.order(order.order_id),
+            store.keys.customer_counters(order.customer_id), store.keys.stock("s1")]  # fmt: skip
+
+
+async def assert_untouched(orders: OrderService, store: RedisStore, order_id: str) -> None:
+    """The one-unit order is still held: nothing was written."""
+    assert (await orders.get(order_id)).status == "pending_payment"
+    assert await levels(store) == (0, 1, 0, 1)
+
+
 async def test_cancel_refuses_an_unknown_reply_mode_before_any_write(
     one_unit: None, orders: OrderService, store: RedisStore
 ) -> None:
     _, order = await orders.place(order_in("c1", {"s1": 1}), "k1")
-    keys = [store.keys.stream, store.keys.expiry, store.keys.sold_out, store.keys.order(order.order_id),
-            store.keys.customer_counters(order.customer_id), store.keys.stock("s1")]  # fmt: skip
+    keys = cancel_keys(store, order)
     packed = msgspec.msgpack.encode([4, 5, order.order_id, "payment_timeout", True, 1, "s1", 6])
     with pytest.raises(ResponseError, match="malformed header"):
         await store._call("cancel", keys, [order.expires_ms, "everything", packed])
-    assert (await orders.get(order.order_id)).status == "pending_payment"
-    assert await levels(store) == (0, 1, 0, 1)
+    await assert_untouched(orders, store, order.order_id)
 
 
 @pytest.mark.parametrize(
@@ -294,8 +305,7 @@ async def test_cancel_refuses_malformed_orders_before_any_write(
     one_unit: None, orders: OrderService, store: RedisStore, orders_argument: bytes | list[object], message: str
 ) -> None:
     _, order = await orders.place(order_in("c1", {"s1": 1}), "k1")
-    keys = [store.keys.stream, store.keys.expiry, store.keys.sold_out, store.keys.order(order.order_id),
-            store.keys.customer_counters(order.customer_id), store.keys.stock("s1")]  # fmt: skip
+    keys = cancel_keys(store, order)
     if isinstance(orders_argument, list):
         names = {"ORDER": order.order_id, "OTHER": order.order_id + "x"}
         orders_argument = msgspec.msgpack.encode(
@@ -303,8 +313,7 @@ async def test_cancel_refuses_malformed_orders_before_any_write(
         )
     with pytest.raises(ResponseError, match=message):
         await store._call("cancel", keys, [order.expires_ms, "codes", orders_argument])
-    assert (await orders.get(order.order_id)).status == "pending_payment"
-    assert await levels(store) == (0, 1, 0, 1)
+    await assert_untouched(orders, store, order.order_id)
 
 
 async def test_a_payment_without_a_payment_id_is_refused_before_any_write(
@@ -314,5 +323,4 @@ async def test_a_payment_without_a_payment_id_is_refused_before_any_write(
     _, order = await orders.place(order_in("c1", {"s1": 1}), "k1")
     with pytest.raises(ResponseError, match="malformed arguments"):
         await store.pay(order, payment_id="", amount=order.total, method="card", now_ms=order.created_ms)
-    assert (await orders.get(order.order_id)).status == "pending_payment"
-    assert await levels(store) == (0, 1, 0, 1)
+    await assert_untouched(orders, store, order.order_id)
