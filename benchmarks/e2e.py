@@ -63,6 +63,7 @@ from benchmarks.load import BATCH_SCRIPT, ORDERS_SCRIPT, find_wrk, run_open_loop
 from benchmarks.openloop import ENGINES
 from reservation.store import RedisStore, ResponseError, connect
 from rushgate.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from rushgate.settings import SettingsError, load_settings
 
 HOT_SKU = "hot"
 EXPIRY_SKU = "expiry"
@@ -249,7 +250,13 @@ def _start_app(
 def start_everything(stack: ExitStack, arguments: argparse.Namespace, data_dir: Path) -> Environment:
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
     print(f"starting embedded Redis and Postgres under {data_dir}", flush=True)
-    redis_server = EmbeddedRedis(data_dir / "redis").start()
+    settings_env = _settings_env(arguments.set)
+    try:
+        settings = load_settings(settings_env)
+    except SettingsError as error:
+        raise HarnessError(f"--set: {error}") from None
+    # As `rushgate up` does: Redis's own rewrite trigger only where the sweeper does not rewrite.
+    redis_server = EmbeddedRedis(data_dir / "redis", auto_rewrite=settings.redis_rewrites_aof).start()
     stack.callback(redis_server.stop)
     if arguments.redis_config:
         asyncio.run(_configure_redis_at(redis_server.url, arguments.redis_config))
@@ -266,7 +273,7 @@ def start_everything(stack: ExitStack, arguments: argparse.Namespace, data_dir: 
         "RUSHGATE_ADMIN_TOKEN": admin_token,
         "RUSHGATE_GATEWAY_TOKEN": gateway_token,
         "RUSHGATE_LOG_LEVEL": "WARNING",
-        **_settings_env(arguments.set),
+        **settings_env,
     }
     environment = Environment(
         data_dir, redis_server.url, postgres_server.url, gateway_token, admin_token, child_env=base

@@ -17,6 +17,7 @@ import msgspec
 import redis.asyncio as redis_asyncio
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from reservation.aof_rewrite import AofStatus
 from reservation.keys import KeyTable, PartitionKeys
 from reservation.outcomes import (
     CancelCode,
@@ -705,6 +706,39 @@ class RedisStore:
 
     async def hash_get_all(self, key: str) -> dict[str, str]:
         return {field.decode(): value.decode() for field, value in (await self.client.hgetall(key)).items()}
+
+    # -- AOF rewrites (the whole server's, not the partition's) ----------------
+
+    async def orders_decided(self) -> int:
+        """Orders the reserve script has decided so far, whatever the outcome (the metrics hash)."""
+        counters = await self.client.hgetall(self.keys.metrics)
+        return sum(int(value) for field, value in counters.items() if field.startswith(b"reserve_"))
+
+    async def aof_status(self) -> AofStatus:
+        info = await self.client.info("persistence")
+        enabled = bool(int(info.get("aof_enabled", 0)))
+        forks = (
+            "aof_rewrite_in_progress",
+            "aof_rewrite_scheduled",
+            "rdb_bgsave_in_progress",
+            "module_fork_in_progress",
+        )
+        return AofStatus(
+            enabled=enabled,
+            forking=any(int(info.get(name, 0)) for name in forks),
+            current_bytes=int(info.get("aof_current_size", 0)) if enabled else 0,
+            base_bytes=int(info.get("aof_base_size", 0)) if enabled else 0,
+        )
+
+    async def rewrite_aof(self) -> None:
+        """BGREWRITEAOF: Redis forks a child that writes a compact AOF; returns once it started."""
+        await self.client.bgrewriteaof()
+
+    async def auto_rewrite_percentage(self) -> int:
+        """Redis's own trigger (CONFIG GET auto-aof-rewrite-percentage; 0 is off). A managed Redis
+        may refuse CONFIG: ResponseError."""
+        answer = await self.client.config_get("auto-aof-rewrite-percentage")
+        return int(answer["auto-aof-rewrite-percentage"])
 
     # -- sweeper lock ---------------------------------------------------------
 

@@ -143,11 +143,13 @@ class EmbeddedRedis:
         *,
         port: int | None = None,
         appendfsync: str = "everysec",
+        auto_rewrite: bool = True,
         start_timeout_s: float = START_TIMEOUT_S,
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.appendfsync = appendfsync
+        self.auto_rewrite = auto_rewrite  # False: auto-aof-rewrite-percentage 0, the sweeper rewrites instead
         self.start_timeout_s = start_timeout_s
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -182,6 +184,7 @@ class EmbeddedRedis:
             "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", "",
             "--daemonize", "no", "--logfile", str(log), "--protected-mode", "yes",
             "--maxclients", "10000",
+            "--auto-aof-rewrite-percentage", "100" if self.auto_rewrite else "0",
         ]  # fmt: skip
         self.process = subprocess.Popen(
             arguments,

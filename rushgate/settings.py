@@ -71,6 +71,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     sweeper_batch_size_max: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
     sweeper_lock_ttl_ms: Annotated[int, msgspec.Meta(ge=100, le=600_000)] = 5000
 
+    # "quiet": the sweeper rewrites Redis's AOF at a lull in intake (orders decided a second at or
+    # under aof_rewrite_quiet_orders_s for aof_rewrite_quiet_s) once it grew by at least
+    # aof_rewrite_growth_mb_min and its own base size, and whatever the load once it grew by
+    # aof_rewrite_growth_mb_max; `rushgate up` then turns Redis's own trigger off. "redis": Redis's
+    # own trigger decides (it fires on growth alone, so at a sale's peak).
+    aof_rewrite: Literal["quiet", "redis"] = "quiet"
+    aof_rewrite_quiet_orders_s: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 100
+    aof_rewrite_quiet_s: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 10
+    aof_rewrite_growth_mb_min: Annotated[int, msgspec.Meta(ge=1, le=1_048_576)] = 64
+    aof_rewrite_growth_mb_max: Annotated[int, msgspec.Meta(ge=1, le=1_048_576)] = 2048
+
     auto_confirm_days: Annotated[int, msgspec.Meta(ge=1, le=365)] = 7
     after_sales_window_days: Annotated[int, msgspec.Meta(ge=0, le=365)] = 15
     track_length_max: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
@@ -78,6 +89,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     @property
     def provider_secrets(self) -> dict[str, bytes]:
         return {name: secret.encode() for name, _, secret in (item.partition(":") for item in self.payment_providers)}
+
+    @property
+    def redis_rewrites_aof(self) -> bool:
+        """Whether an embedded Redis keeps its own AOF rewrite trigger (off when the sweeper rewrites)."""
+        return self.aof_rewrite == "redis"
 
     @property
     def flash_hold_ttl_ms(self) -> int:
@@ -142,6 +158,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             )
     if settings.admin_token and len(settings.admin_token) < _TOKEN_LENGTH_MIN:
         raise SettingsError(f"RUSHGATE_ADMIN_TOKEN: must be at least {_TOKEN_LENGTH_MIN} characters")
+    if settings.aof_rewrite_growth_mb_min > settings.aof_rewrite_growth_mb_max:
+        raise SettingsError(
+            "RUSHGATE_AOF_REWRITE_GROWTH_MB_MIN: must not exceed RUSHGATE_AOF_REWRITE_GROWTH_MB_MAX"
+            f" ({settings.aof_rewrite_growth_mb_min} > {settings.aof_rewrite_growth_mb_max})"
+        )
     if settings.redis_url is not None and not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise SettingsError("REDIS_URL: must start with redis://, rediss:// or unix://")
     if settings.database_url is not None and not settings.database_url.startswith(("postgres://", "postgresql://")):

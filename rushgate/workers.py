@@ -27,15 +27,18 @@ from persistence.writer import (
     write_events,
     write_prepared,
 )
+from reservation.aof_rewrite import MB, RewriteLimits, RewritePolicy
 from reservation.clock import wall_clock_ms
 from reservation.keys import PERSISTER_GROUP, PartitionKeys
-from reservation.store import RedisError, RedisStore, StreamEntry, connect
+from reservation.store import RedisError, RedisStore, ResponseError, StreamEntry, connect
 from reservation.sweeper import close_windows_once, confirm_due_once, sweep_once
 from rushgate.settings import Settings, require_services
 
 logger = logging.getLogger("rushgate.workers")
 
 TRIM_INTERVAL_S = 1.0
+AOF_CHECK_INTERVAL_S = 1.0  # INFO persistence and the metrics hash, once a second
+AOF_REFUSED_BACKOFF_S = 60.0  # after Redis refused BGREWRITEAOF (a managed Redis may rename it)
 FINISH_TIMEOUT_S = 10.0  # a stopping persister writes what it holds for at most this long
 RETRY_S_MIN = 0.05
 # What escapes Persister.write is never about the data (that becomes a dead letter), so it is retried.
@@ -238,14 +241,83 @@ class Persister:
             await self.store.delete_consumer_if_idle(PERSISTER_GROUP, self.name)
 
 
+class AofRewriter:
+    """Starts Redis's AOF rewrites at a lull in intake (reservation/aof_rewrite.py says why).
+
+    Run by the sweeper that holds the lock, so one process decides. With ``aof_rewrite`` set to
+    ``redis`` it does nothing and Redis's own trigger decides."""
+
+    def __init__(self, store: RedisStore, settings: Settings, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.enabled = settings.aof_rewrite == "quiet"
+        self.policy = RewritePolicy(
+            RewriteLimits(
+                quiet_orders_s=settings.aof_rewrite_quiet_orders_s,
+                quiet_s=settings.aof_rewrite_quiet_s,
+                growth_bytes_min=settings.aof_rewrite_growth_mb_min * MB,
+                growth_bytes_max=settings.aof_rewrite_growth_mb_max * MB,
+            )
+        )
+        self.monotonic = monotonic
+        self._next_check_s = 0.0
+        self._checked_redis_trigger = False
+
+    async def tick(self) -> str | None:
+        """At most once a second: sample intake, and start a rewrite when one is due. Returns why it
+        started one, else None."""
+        now_s = self.monotonic()
+        if not self.enabled or now_s < self._next_check_s:
+            return None
+        self._next_check_s = now_s + AOF_CHECK_INTERVAL_S
+        if not self._checked_redis_trigger:
+            self._checked_redis_trigger = True
+            await self._warn_if_redis_rewrites_too()
+        self.policy.observe(now_s, await self.store.orders_decided())
+        status = await self.store.aof_status()
+        reason = self.policy.decide(now_s, status)
+        if reason is None:
+            return None
+        try:
+            await self.store.rewrite_aof()
+        except ResponseError as error:
+            logger.warning(
+                "sweeper: Redis refused BGREWRITEAOF: %s; trying again in %.0fs",
+                error,
+                AOF_REFUSED_BACKOFF_S,
+            )
+            self._next_check_s = now_s + AOF_REFUSED_BACKOFF_S
+            return None
+        logger.info(
+            "sweeper: AOF rewrite started (%s): %.0f MB grown since the last one, intake quiet for %.0fs",
+            reason.value,
+            status.growth_bytes / MB,
+            self.policy.quiet_for_s(now_s),
+        )
+        return reason.value
+
+    async def _warn_if_redis_rewrites_too(self) -> None:
+        try:
+            percentage = await self.store.auto_rewrite_percentage()
+        except ResponseError:  # CONFIG refused (a managed Redis): nothing to say
+            return
+        if percentage:
+            logger.warning(
+                "sweeper: Redis rewrites its AOF on its own too (auto-aof-rewrite-percentage %d), which may fork"
+                " at a sale's peak; set it to 0 to leave rewrites to rushgate (README.md#durability)",
+                percentage,
+            )
+
+
 class Sweeper:
-    """Releases expired holds and runs the lifecycle timers; several may run, the lock picks one to work."""
+    """Releases expired holds and runs the lifecycle timers; several may run, the lock picks one to work.
+    The one holding the lock also starts AOF rewrites at lulls (AofRewriter)."""
 
     def __init__(self, store: RedisStore, settings: Settings, clock: Callable[[], int] = wall_clock_ms) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
         self.owner = consumer_name()
+        self.aof = AofRewriter(store, settings)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sweep every interval, start to start: a sweep that took a while does not push the next one
@@ -257,6 +329,8 @@ class Sweeper:
                 started = loop.time()
                 try:
                     released = await self.run_once()
+                    if released is not None:
+                        await self.aof.tick()
                     if released == self.settings.sweeper_batch_size_max:
                         continue  # more are due: sweep again at once
                 except RedisError as error:

@@ -27,6 +27,20 @@ def integer_bounds() -> dict[str, tuple[int, int]]:
 
 
 INTEGER_BOUNDS = integer_bounds()
+# Settings checked against each other: the partner set so that any value of the field is consistent.
+PARTNERS = {
+    "aof_rewrite_growth_mb_min": {
+        "RUSHGATE_AOF_REWRITE_GROWTH_MB_MAX": str(INTEGER_BOUNDS["aof_rewrite_growth_mb_max"][1])
+    },
+    "aof_rewrite_growth_mb_max": {
+        "RUSHGATE_AOF_REWRITE_GROWTH_MB_MIN": str(INTEGER_BOUNDS["aof_rewrite_growth_mb_min"][0])
+    },
+}
+
+
+def alone(field: str, value: int) -> dict[str, str]:
+    """The environment setting field to value, with its partner (if any) out of the way."""
+    return {variable_of(field): str(value), **PARTNERS.get(field, {})}
 
 
 def variable_of(field: str) -> str:
@@ -161,10 +175,26 @@ def test_each_integer_setting_accepts_its_bounds_and_refuses_just_beyond_them(fi
     low, high = INTEGER_BOUNDS[field]
     variable = variable_of(field)
 
-    assert getattr(load_settings({variable: str(low)}), field) == low
-    assert getattr(load_settings({variable: str(high)}), field) == high
-    assert variable in refusal({variable: str(low - 1)})
-    assert variable in refusal({variable: str(high + 1)})
+    assert getattr(load_settings(alone(field, low)), field) == low
+    assert getattr(load_settings(alone(field, high)), field) == high
+    assert variable in refusal(alone(field, low - 1))
+    assert variable in refusal(alone(field, high + 1))
+
+
+def test_a_quiet_rewrite_growth_above_the_forced_one_is_refused_naming_both() -> None:
+    message = refusal({"RUSHGATE_AOF_REWRITE_GROWTH_MB_MIN": "512", "RUSHGATE_AOF_REWRITE_GROWTH_MB_MAX": "256"})
+
+    assert "RUSHGATE_AOF_REWRITE_GROWTH_MB_MIN" in message and "RUSHGATE_AOF_REWRITE_GROWTH_MB_MAX" in message
+    assert "512 > 256" in message
+    both = {"RUSHGATE_AOF_REWRITE_GROWTH_MB_MIN": "256", "RUSHGATE_AOF_REWRITE_GROWTH_MB_MAX": "256"}
+    assert load_settings(both).aof_rewrite_growth_mb_min == 256
+
+
+def test_only_the_redis_rewrite_policy_leaves_redis_its_own_trigger() -> None:
+    assert load_settings({}).aof_rewrite == "quiet"
+    assert not load_settings({}).redis_rewrites_aof
+    assert load_settings({"RUSHGATE_AOF_REWRITE": "redis"}).redis_rewrites_aof
+    assert "RUSHGATE_AOF_REWRITE" in refusal({"RUSHGATE_AOF_REWRITE": "never"})
 
 
 @pytest.mark.parametrize("variable", ["RUSHGATE_ADMIN_TOKEN", "RUSHGATE_GATEWAY_TOKEN"])
@@ -241,4 +271,4 @@ def test_any_integer_setting_within_its_bounds_round_trips(data: st.DataObject) 
     low, high = INTEGER_BOUNDS[field]
     value = data.draw(st.integers(min_value=low, max_value=high))
 
-    assert getattr(load_settings({variable_of(field): str(value)}), field) == value
+    assert getattr(load_settings(alone(field, value)), field) == value
