@@ -58,12 +58,14 @@ from benchmarks.harness import (
     python_module,
     wait_ready,
 )
-from benchmarks.housekeeping import PhaseWatch, describe, overlapped
+from benchmarks.housekeeping import PhaseWatch, await_lull_rewrite, describe, overlapped
 from benchmarks.load import BATCH_SCRIPT, ORDERS_SCRIPT, find_wrk, run_open_loop, run_wrk
 from benchmarks.openloop import ENGINES
+from reservation.aof_rewrite import RewriteLimits
 from reservation.store import RedisStore, ResponseError, connect
 from rushgate.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from rushgate.settings import SettingsError, load_settings
+from rushgate.workers import rewrite_limits
 
 HOT_SKU = "hot"
 EXPIRY_SKU = "expiry"
@@ -77,6 +79,7 @@ TARGET_RELEASE_LAG_MS = 1000.0
 OPEN_LOOP_FRACTION = 0.8
 OPEN_LOOP_SWEEP = "0.3,0.5"
 APP_NAMES = ("bare", "rushgate", "rowlock")
+LULL_REWRITE_START_TIMEOUT_S = 30.0  # beyond the quiet time, for the sweeper to start a due AOF rewrite
 SERVER_NOTES = {"uvicorn": "uvloop, httptools, one send per response", "granian": "uvloop, HTTP/1"}
 
 
@@ -103,6 +106,7 @@ class Environment:
     workers: list[Child] = field(default_factory=list)
     rushgate_command_note: str = ""
     server_pids: dict[str, int] = field(default_factory=dict)
+    rewrite_limits: RewriteLimits | None = None  # None: Redis's own trigger rewrites the AOF (aof_rewrite=redis)
 
     def cpu_groups(self) -> dict[str, int]:
         """Process trees whose CPU a rushgate run is charged with, by name."""
@@ -279,6 +283,7 @@ def start_everything(stack: ExitStack, arguments: argparse.Namespace, data_dir: 
         data_dir, redis_server.url, postgres_server.url, gateway_token, admin_token, child_env=base
     )
     environment.server_pids = {"redis": redis_server.pid, "postgres": postgres_server.pid}
+    environment.rewrite_limits = None if settings.redis_rewrites_aof else rewrite_limits(settings)
     for command in ("persister", "sweeper"):
         child = Child(command, python_module("rushgate", command), rushgate_env, data_dir / "logs" / f"{command}.log")
         stack.callback(child.start().stop)
@@ -345,6 +350,17 @@ class Phases:
         self.store = store
         self.run_id = secrets.token_hex(4)
         self.runs = 0
+        self.lull_rewrites: list[dict[str, Any]] = []  # the sweeper's, waited for between phases
+
+    async def after_rushgate_phase(self, label: str) -> None:
+        """Let the sweeper's lull rewrite, if one is due, run now rather than into the next phase."""
+        limits = self.environment.rewrite_limits
+        if limits is None:
+            return
+        waited = await await_lull_rewrite(self.store, limits, start_timeout_s=LULL_REWRITE_START_TIMEOUT_S)
+        if waited["rewrites"] or waited["waited_s"]:
+            print(f"  after {label}: waited {waited['waited_s']:.1f} s for the sweeper's AOF rewrite", flush=True)
+            self.lull_rewrites.append({"after": label, **waited})
 
     def _wrk_env(self, **extra: str) -> dict[str, str]:
         self.runs += 1
@@ -367,22 +383,23 @@ class Phases:
         arguments = self.arguments
         sampler = BacklogSampler(self.store) if name == "rushgate" else None
         meter = CpuMeter(self.environment.cpu_groups()) if name == "rushgate" else None
-        watch = PhaseWatch(self.store.client) if name == "rushgate" else None
-        if sampler is not None and meter is not None and watch is not None:
-            await watch.start()
+        watch = PhaseWatch(self.store.client)  # every app's: a fork during a comparator's run shows too
+        await watch.start()
+        if sampler is not None and meter is not None:
             sampler.start()
             meter.start()
         result = await run_wrk(
             ORDERS_SCRIPT, app.base_url, duration_s=duration_s, connections=arguments.connections,
             threads=arguments.threads, env=self._wrk_env(),
         )  # fmt: skip
-        if sampler is not None and meter is not None and watch is not None:
+        result["redis"] = await watch.stop()
+        if sampler is not None and meter is not None:
             result["cpu"] = meter.stop()
-            result["redis"] = await watch.stop()
             result["cpu_us_per_order"] = per_order_us(result["cpu"], result["ok"])
             samples = await sampler.stop()
             result["persister"] = samples.summary(result["ok_rate"])
             result["persister"]["drain_s"] = await drain_seconds(self.store, arguments.drain_timeout)
+            await self.after_rushgate_phase(f"a {duration_s} s closed-loop run")
         self._check_children()
         return result
 
@@ -431,6 +448,7 @@ class Phases:
         result["orders_rate"] = result["accepted_orders"] / result["duration_s"]
         result["persister"] = samples.summary(result["orders_rate"])
         result["persister"]["drain_s"] = await drain_seconds(self.store, arguments.drain_timeout)
+        await self.after_rushgate_phase("batch intake")
         self._check_children()
         return result
 
@@ -454,6 +472,7 @@ class Phases:
         result["fraction_of_peak"] = fraction
         result["persister"] = samples.summary(rate)
         result["persister"]["drain_s"] = await drain_seconds(self.store, arguments.drain_timeout)
+        await self.after_rushgate_phase(f"the open loop at {fraction:.0%}")
         self._check_children()
         return result
 
@@ -538,6 +557,7 @@ async def run_phases(environment: Environment, arguments: argparse.Namespace) ->
             spread_s = arguments.expiry_spread if arguments.expiry_spread is not None else arguments.expiry_holds / peak
             print(f"expiry: {arguments.expiry_holds:,} holds, deadlines over {spread_s:.1f} s", flush=True)
             report["expiry"] = await phases.expiry(spread_s)
+        report["lull_rewrites"] = phases.lull_rewrites
     finally:
         for signal_number in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signal_number)
@@ -626,6 +646,7 @@ def render(report: dict[str, Any]) -> str:
         + ("TIMEOUT" if drain is None else f"{drain:.2f} s after the run (worst round)")
     )
     lines.append(_render_redis_rounds(closed["rounds"]))
+    lines.append(_render_lull_rewrites(report))
     lines += ["", *_render_cpu(summary, report["batch"])]
     lines += ["", *_render_batch(report["batch"]), *_render_open_loop(report["open_loop"])]
     lines += _render_open_loop_sweep(report["open_loop"], report.get("open_loop_sweep", []))
@@ -635,15 +656,28 @@ def render(report: dict[str, Any]) -> str:
 
 
 def _render_redis_rounds(rounds: list[dict[str, Any]]) -> str:
-    """Whether Redis forked (AOF rewrite, RDB save) during any of rushgate's closed-loop runs."""
+    """Whether Redis forked (AOF rewrite, RDB save) during any app's closed-loop runs."""
     forked = [
-        f"round {index}: {describe(results['rushgate']['redis'])}"
+        f"round {index} {name}: {describe(result['redis'])}"
         for index, results in enumerate(rounds, start=1)
-        if overlapped(results["rushgate"]["redis"])
+        for name, result in results.items()
+        if "redis" in result and overlapped(result["redis"])  # reports before every app was watched: rushgate's
     ]
     if not forked:
-        return "Redis did not fork (no AOF rewrite, no RDB save) during rushgate's closed-loop runs"
-    return "Redis during rushgate's closed-loop runs: " + "; ".join(forked)
+        return "Redis did not fork (no AOF rewrite, no RDB save) during the closed-loop runs"
+    return "Redis during the closed-loop runs: " + "; ".join(forked)
+
+
+def _render_lull_rewrites(report: dict[str, Any]) -> str:
+    """Who rewrote the AOF: Redis's own trigger, or the sweeper at the lulls between phases."""
+    if report["config"].get("aof_rewrite", "redis") == "redis":
+        return "AOF rewrites: Redis's own trigger (aof_rewrite=redis)"
+    lulls = report.get("lull_rewrites", [])
+    rewrites, waited_s = sum(item["rewrites"] for item in lulls), sum(item["waited_s"] for item in lulls)
+    return (
+        f"AOF rewrites: the sweeper's, at lulls; {rewrites} ran between phases (the harness waited {waited_s:.0f} s"
+        " in all for them to start and finish, so none ran into the next phase)"
+    )
 
 
 def _render_cpu(summary: dict[str, Any], batch: dict[str, Any]) -> list[str]:
@@ -803,6 +837,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rushgate_command": environment.rushgate_command_note,
                 "settings": arguments.set,
                 "redis_config": arguments.redis_config,
+                "aof_rewrite": "redis" if environment.rewrite_limits is None else "quiet",
                 "commands": {name: app.command for name, app in environment.apps.items()},
             }
             report["data_dir"] = str(data_dir) if arguments.keep_data else "(removed)"

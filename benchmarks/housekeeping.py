@@ -10,10 +10,17 @@ matched against Redis's log by hand (which also shows when a tail had another ca
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from benchmarks.harness import HarnessError
+from reservation.aof_rewrite import RewriteLimits
+from reservation.store import RedisStore
+
+POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -93,3 +100,29 @@ def describe(watch: dict[str, Any]) -> str:
         )
         parts.append(forks + (f", the last stopped Redis for {stall:.1f} ms" if stall else ""))
     return f"{span}; Redis background work during it ({'; '.join(parts)}): its tails include that"
+
+
+async def await_lull_rewrite(store: RedisStore, limits: RewriteLimits, *, start_timeout_s: float) -> dict[str, Any]:
+    """Between two phases, when the sweeper's lull rewrite is due: wait until it has started and
+    finished, so that it runs in the lull rather than into the next phase (a comparator's, say).
+
+    Returns the seconds waited and the rewrites that ran meanwhile. HarnessError when a rewrite was
+    due and none started within the quiet time plus start_timeout_s (is the sweeper running?)."""
+    started_s = time.monotonic()
+    rewrites_before = (await redis_children(store.client)).aof_rewrites
+    status = await store.aof_status()
+    if not status.forking and not limits.grown_enough_for_a_quiet_rewrite(status):
+        return {"waited_s": 0.0, "rewrites": 0}
+    deadline_s = started_s + limits.quiet_s + start_timeout_s
+    while True:
+        status, children = await store.aof_status(), await redis_children(store.client)
+        if not status.forking and (
+            children.aof_rewrites > rewrites_before or not limits.grown_enough_for_a_quiet_rewrite(status)
+        ):
+            return {"waited_s": time.monotonic() - started_s, "rewrites": children.aof_rewrites - rewrites_before}
+        if not status.forking and time.monotonic() > deadline_s:
+            raise HarnessError(
+                f"an AOF rewrite was due ({status.growth_bytes / 1_048_576:.0f} MB grown) and the sweeper started"
+                f" none within {limits.quiet_s + start_timeout_s:.0f} s of quiet: is it running? (logs/sweeper.log)"
+            )
+        await asyncio.sleep(POLL_S)

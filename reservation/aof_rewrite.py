@@ -50,6 +50,10 @@ class RewriteLimits:
         assert self.quiet_orders_s >= 0 and self.quiet_s > 0, self
         assert 0 < self.growth_bytes_min <= self.growth_bytes_max, self
 
+    def grown_enough_for_a_quiet_rewrite(self, status: AofStatus) -> bool:
+        """As Redis's default trigger: the file doubled since the last rewrite (and grew by the minimum)."""
+        return status.growth_bytes >= max(self.growth_bytes_min, status.base_bytes)
+
 
 class RewritePolicy:
     """Tracks how long intake has been quiet, from a cumulative count of orders decided."""
@@ -81,7 +85,6 @@ class RewritePolicy:
         growth = status.growth_bytes
         if growth >= self.limits.growth_bytes_max:
             return RewriteReason.GROWTH_CAP
-        quiet = self.quiet_for_s(now_s) >= self.limits.quiet_s
-        if quiet and growth >= max(self.limits.growth_bytes_min, status.base_bytes):
+        if self.quiet_for_s(now_s) >= self.limits.quiet_s and self.limits.grown_enough_for_a_quiet_rewrite(status):
             return RewriteReason.QUIET
         return None

@@ -241,6 +241,15 @@ class Persister:
             await self.store.delete_consumer_if_idle(PERSISTER_GROUP, self.name)
 
 
+def rewrite_limits(settings: Settings) -> RewriteLimits:
+    return RewriteLimits(
+        quiet_orders_s=settings.aof_rewrite_quiet_orders_s,
+        quiet_s=settings.aof_rewrite_quiet_s,
+        growth_bytes_min=settings.aof_rewrite_growth_mb_min * MB,
+        growth_bytes_max=settings.aof_rewrite_growth_mb_max * MB,
+    )
+
+
 class AofRewriter:
     """Starts Redis's AOF rewrites at a lull in intake (reservation/aof_rewrite.py says why).
 
@@ -249,15 +258,8 @@ class AofRewriter:
 
     def __init__(self, store: RedisStore, settings: Settings, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.store = store
-        self.enabled = settings.aof_rewrite == "quiet"
-        self.policy = RewritePolicy(
-            RewriteLimits(
-                quiet_orders_s=settings.aof_rewrite_quiet_orders_s,
-                quiet_s=settings.aof_rewrite_quiet_s,
-                growth_bytes_min=settings.aof_rewrite_growth_mb_min * MB,
-                growth_bytes_max=settings.aof_rewrite_growth_mb_max * MB,
-            )
-        )
+        self.enabled = not settings.redis_rewrites_aof
+        self.policy = RewritePolicy(rewrite_limits(settings))
         self.monotonic = monotonic
         self._next_check_s = 0.0
         self._checked_redis_trigger = False

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.harness import HarnessError
+from benchmarks.housekeeping import await_lull_rewrite
 from intake.problems import ProblemError
 from intake.service import CatalogService, OrderService
 from reservation.store import RedisStore, connect
 from rushgate.embedded import EmbeddedRedis
 from rushgate.settings import Settings
-from rushgate.workers import AofRewriter, Sweeper
+from rushgate.workers import AofRewriter, Sweeper, rewrite_limits
 from tests.conftest import ManualClock, Services, make_settings
 from tests.processes import eventually
 from tests.support import add_sku, order_in, setup_region
@@ -241,6 +243,30 @@ async def test_the_sweeper_holding_the_lock_rewrites_at_a_lull(
     running = asyncio.create_task(sweeper.run(stop))
     try:
         await rewritten(own_store, 1)
+    finally:
+        stop.set()
+        await running
+
+
+async def test_the_harness_waits_between_phases_for_a_due_lull_rewrite_and_only_then(
+    services: Services, own_redis: EmbeddedRedis, own_store: RedisStore
+) -> None:
+    await own_store.load_scripts()
+    settings = rewrite_settings(services, own_redis.url, RUSHGATE_AOF_REWRITE_QUIET_S="1")
+    limits = rewrite_limits(settings)
+    assert await await_lull_rewrite(own_store, limits, start_timeout_s=5) == {"waited_s": 0.0, "rewrites": 0}
+
+    await grow_aof(own_store, 1.5)
+    with pytest.raises(HarnessError, match="is it running"):  # due, and no sweeper to start it
+        await await_lull_rewrite(own_store, limits, start_timeout_s=0.5)
+
+    sweeper, stop = Sweeper(own_store, settings, ManualClock()), asyncio.Event()
+    running = asyncio.create_task(sweeper.run(stop))
+    try:
+        waited = await await_lull_rewrite(own_store, limits, start_timeout_s=30)
+        assert waited["rewrites"] == 1 and waited["waited_s"] > 0, waited
+        assert not (await own_store.aof_status()).forking
+        assert await await_lull_rewrite(own_store, limits, start_timeout_s=30) == {"waited_s": 0.0, "rewrites": 0}
     finally:
         stop.set()
         await running
