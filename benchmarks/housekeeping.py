@@ -21,6 +21,7 @@ from reservation.aof_rewrite import RewriteLimits
 from reservation.store import RedisStore
 
 POLL_S = 0.1
+FORK_WAIT_S_MAX = 600.0  # a rewrite of a few GB takes a minute or so on 2 cores
 
 
 @dataclass(frozen=True)
@@ -102,12 +103,15 @@ def describe(watch: dict[str, Any]) -> str:
     return f"{span}; Redis background work during it ({'; '.join(parts)}): its tails include that"
 
 
-async def await_lull_rewrite(store: RedisStore, limits: RewriteLimits, *, start_timeout_s: float) -> dict[str, Any]:
+async def await_lull_rewrite(
+    store: RedisStore, limits: RewriteLimits, *, start_timeout_s: float, fork_wait_s_max: float = FORK_WAIT_S_MAX
+) -> dict[str, Any]:
     """Between two phases, when the sweeper's lull rewrite is due: wait until it has started and
     finished, so that it runs in the lull rather than into the next phase (a comparator's, say).
 
     Returns the seconds waited and the rewrites that ran meanwhile. HarnessError when a rewrite was
-    due and none started within the quiet time plus start_timeout_s (is the sweeper running?)."""
+    due and none started within the quiet time plus start_timeout_s of Redis having no child (is
+    the sweeper running?), or when Redis still has a child fork_wait_s_max after the phase."""
     started_s = time.monotonic()
     rewrites_before = (await redis_children(store.client)).aof_rewrites
     status = await store.aof_status()
@@ -115,12 +119,17 @@ async def await_lull_rewrite(store: RedisStore, limits: RewriteLimits, *, start_
         return {"waited_s": 0.0, "rewrites": 0}
     deadline_s = started_s + limits.quiet_s + start_timeout_s
     while True:
+        polled_s = time.monotonic()
         status, children = await store.aof_status(), await redis_children(store.client)
         if not status.forking and (
             children.aof_rewrites > rewrites_before or not limits.grown_enough_for_a_quiet_rewrite(status)
         ):
             return {"waited_s": time.monotonic() - started_s, "rewrites": children.aof_rewrites - rewrites_before}
-        if not status.forking and time.monotonic() > deadline_s:
+        if status.forking:  # the sweeper starts nothing meanwhile: its time to start one counts from the end
+            deadline_s = max(deadline_s, polled_s + start_timeout_s)
+            if polled_s - started_s > fork_wait_s_max:
+                raise HarnessError(f"Redis still had a fork child {fork_wait_s_max:.0f} s after a phase ended")
+        elif polled_s > deadline_s:
             raise HarnessError(
                 f"an AOF rewrite was due ({status.growth_bytes / 1_048_576:.0f} MB grown) and the sweeper started"
                 f" none within {limits.quiet_s + start_timeout_s:.0f} s of quiet: is it running? (logs/sweeper.log)"

@@ -728,6 +728,10 @@ class RedisStore:
             forking=any(int(info.get(name, 0)) for name in forks),
             current_bytes=int(info.get("aof_current_size", 0)) if enabled else 0,
             base_bytes=int(info.get("aof_base_size", 0)) if enabled else 0,
+            # Redis 7 and valkey count failures in a row; an older server says only whether the last failed.
+            failed_rewrites_in_a_row=int(
+                info.get("aof_rewrites_consecutive_failures", info.get("aof_last_bgrewrite_status") == "err")
+            ),
         )
 
     async def rewrite_aof(self) -> None:
@@ -738,6 +742,8 @@ class RedisStore:
         """Redis's own trigger (CONFIG GET auto-aof-rewrite-percentage; 0 is off). A managed Redis
         may refuse CONFIG: ResponseError."""
         answer = await self.client.config_get("auto-aof-rewrite-percentage")
+        if "auto-aof-rewrite-percentage" not in answer:
+            raise ResponseError("CONFIG GET auto-aof-rewrite-percentage: no such parameter")
         return int(answer["auto-aof-rewrite-percentage"])
 
     # -- sweeper lock ---------------------------------------------------------

@@ -72,12 +72,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     sweeper_lock_ttl_ms: Annotated[int, msgspec.Meta(ge=100, le=600_000)] = 5000
 
     # "quiet": the sweeper rewrites Redis's AOF at a lull in intake (orders decided a second at or
-    # under aof_rewrite_quiet_orders_s for aof_rewrite_quiet_s) once it grew by at least
-    # aof_rewrite_growth_mb_min and its own base size, and whatever the load once it grew by
+    # under aof_rewrite_quiet_orders_per_s for aof_rewrite_quiet_s) once it doubled and grew by at
+    # least aof_rewrite_growth_mb_min, and whatever the load once it grew by
     # aof_rewrite_growth_mb_max; `rushgate up` then turns Redis's own trigger off. "redis": Redis's
     # own trigger decides (it fires on growth alone, so at a sale's peak).
     aof_rewrite: Literal["quiet", "redis"] = "quiet"
-    aof_rewrite_quiet_orders_s: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 100
+    aof_rewrite_quiet_orders_per_s: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 100
     aof_rewrite_quiet_s: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 10
     aof_rewrite_growth_mb_min: Annotated[int, msgspec.Meta(ge=1, le=1_048_576)] = 64
     aof_rewrite_growth_mb_max: Annotated[int, msgspec.Meta(ge=1, le=1_048_576)] = 2048

@@ -27,7 +27,7 @@ from persistence.writer import (
     write_events,
     write_prepared,
 )
-from reservation.aof_rewrite import MB, RewriteLimits, RewritePolicy
+from reservation.aof_rewrite import MB, RewriteLimits, RewritePolicy, RewriteReason
 from reservation.clock import wall_clock_ms
 from reservation.keys import PERSISTER_GROUP, PartitionKeys
 from reservation.store import RedisError, RedisStore, ResponseError, StreamEntry, connect
@@ -243,7 +243,7 @@ class Persister:
 
 def rewrite_limits(settings: Settings) -> RewriteLimits:
     return RewriteLimits(
-        quiet_orders_s=settings.aof_rewrite_quiet_orders_s,
+        quiet_orders_per_s=settings.aof_rewrite_quiet_orders_per_s,
         quiet_s=settings.aof_rewrite_quiet_s,
         growth_bytes_min=settings.aof_rewrite_growth_mb_min * MB,
         growth_bytes_max=settings.aof_rewrite_growth_mb_max * MB,
@@ -254,7 +254,7 @@ class AofRewriter:
     """Starts Redis's AOF rewrites at a lull in intake (reservation/aof_rewrite.py says why).
 
     Run by the sweeper that holds the lock, so one process decides. With ``aof_rewrite`` set to
-    ``redis`` it does nothing and Redis's own trigger decides."""
+    ``redis`` it starts none and Redis's own trigger decides."""
 
     def __init__(self, store: RedisStore, settings: Settings, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.store = store
@@ -264,19 +264,28 @@ class AofRewriter:
         self._next_check_s = 0.0
         self._checked_redis_trigger = False
 
-    async def tick(self) -> str | None:
+    async def tick(self) -> RewriteReason | None:
         """At most once a second: sample intake, and start a rewrite when one is due. Returns why it
         started one, else None."""
         now_s = self.monotonic()
-        if not self.enabled or now_s < self._next_check_s:
+        if now_s < self._next_check_s:
             return None
         self._next_check_s = now_s + AOF_CHECK_INTERVAL_S
         if not self._checked_redis_trigger:
+            await self._check_redis_trigger()
             self._checked_redis_trigger = True
-            await self._warn_if_redis_rewrites_too()
+        if not self.enabled:
+            return None
         self.policy.observe(now_s, await self.store.orders_decided())
         status = await self.store.aof_status()
+        failures_before = self.policy.failures_seen
         reason = self.policy.decide(now_s, status)
+        if self.policy.failures_seen > failures_before:
+            logger.warning(
+                "sweeper: an AOF rewrite failed (%d in a row; Redis's log says why); the next attempt in %.0fs",
+                self.policy.failures_seen,
+                self.policy.retry_after_s - now_s,
+            )
         if reason is None:
             return None
         try:
@@ -295,18 +304,27 @@ class AofRewriter:
             status.growth_bytes / MB,
             self.policy.quiet_for_s(now_s),
         )
-        return reason.value
+        return reason
 
-    async def _warn_if_redis_rewrites_too(self) -> None:
+    async def _check_redis_trigger(self) -> None:
+        """Once: warn when Redis's own trigger is on beside this policy, or off with nothing else
+        rewriting. Silent where CONFIG is refused (a managed Redis) or the AOF is off."""
         try:
             percentage = await self.store.auto_rewrite_percentage()
-        except ResponseError:  # CONFIG refused (a managed Redis): nothing to say
+        except ResponseError:
             return
-        if percentage:
+        if not (await self.store.aof_status()).enabled:
+            return
+        if self.enabled and percentage:
             logger.warning(
                 "sweeper: Redis rewrites its AOF on its own too (auto-aof-rewrite-percentage %d), which may fork"
                 " at a sale's peak; set it to 0 to leave rewrites to rushgate (README.md#durability)",
                 percentage,
+            )
+        elif not self.enabled and not percentage:
+            logger.warning(
+                "sweeper: nothing rewrites Redis's AOF: RUSHGATE_AOF_REWRITE=redis and Redis's own trigger is off"
+                " (auto-aof-rewrite-percentage 0); the file only grows, and so does a restart's replay"
             )
 
 
@@ -320,6 +338,7 @@ class Sweeper:
         self.clock = clock
         self.owner = consumer_name()
         self.aof = AofRewriter(store, settings)
+        self.holds_lock = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sweep every interval, start to start: a sweep that took a while does not push the next one
@@ -329,16 +348,22 @@ class Sweeper:
         try:
             while not stop.is_set():
                 started = loop.time()
+                released = None
                 try:
                     released = await self.run_once()
-                    if released is not None:
-                        await self.aof.tick()
-                    if released == self.settings.sweeper_batch_size_max:
-                        continue  # more are due: sweep again at once
                 except RedisError as error:
                     logger.warning("sweeper: %s: %s", type(error).__name__, error)
                 except Exception:  # a bug: log it and keep expiring holds, the next sweep may succeed
                     logger.exception("sweeper: unexpected error")
+                if self.holds_lock:  # apart from the timers: one failing must not stop the AOF's rewrites
+                    try:
+                        await self.aof.tick()
+                    except RedisError as error:
+                        logger.warning("sweeper: AOF: %s: %s", type(error).__name__, error)
+                    except Exception:
+                        logger.exception("sweeper: AOF: unexpected error")
+                if released == self.settings.sweeper_batch_size_max:
+                    continue  # more are due: sweep again at once
                 await _wait(stop, max(interval_s - (loop.time() - started), 0.0))
         finally:
             # Hand the lock over at once rather than after its TTL: another sweeper takes over within 1 s.
@@ -354,7 +379,9 @@ class Sweeper:
 
         Returns the most orders one timer handled: the batch size means that timer has more due.
         """
-        if not await self.store.acquire_lock(self.lock_key, self.owner, self.settings.sweeper_lock_ttl_ms):
+        self.holds_lock = False
+        self.holds_lock = await self.store.acquire_lock(self.lock_key, self.owner, self.settings.sweeper_lock_ttl_ms)
+        if not self.holds_lock:
             return None
         now_ms, batch_size_max = self.clock(), self.settings.sweeper_batch_size_max
         released = await sweep_once(self.store, now_ms=now_ms, batch_size_max=batch_size_max)

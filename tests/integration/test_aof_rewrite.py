@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from benchmarks.harness import HarnessError
 from benchmarks.housekeeping import await_lull_rewrite
 from intake.problems import ProblemError
 from intake.service import CatalogService, OrderService
+from reservation.aof_rewrite import RewriteReason
 from reservation.store import RedisStore, connect
 from rushgate.embedded import EmbeddedRedis
 from rushgate.settings import Settings
@@ -52,7 +55,7 @@ async def own_store(own_redis: EmbeddedRedis) -> AsyncIterator[RedisStore]:
 
 def rewrite_settings(services: Services, redis_url: str, **overrides: str) -> Settings:
     limits = {
-        "RUSHGATE_AOF_REWRITE_QUIET_ORDERS_S": "100",
+        "RUSHGATE_AOF_REWRITE_QUIET_ORDERS_PER_S": "100",
         "RUSHGATE_AOF_REWRITE_QUIET_S": "10",
         "RUSHGATE_AOF_REWRITE_GROWTH_MB_MIN": "1",
         "RUSHGATE_AOF_REWRITE_GROWTH_MB_MAX": "4",
@@ -107,7 +110,7 @@ async def test_a_lull_after_the_file_grew_starts_one_rewrite_and_then_none(
     for _ in range(11):  # samples a second apart: quiet for 10 s at the eleventh
         started.append(await rewriter.tick())
         ticks.now_s += 1
-    assert started == [None] * 10 + ["quiet"]
+    assert started == [None] * 10 + [RewriteReason.QUIET]
     await rewritten(own_store, 1)
 
     status = await own_store.aof_status()
@@ -132,7 +135,7 @@ async def test_busy_intake_defers_the_rewrite_until_the_growth_cap(
     assert await rewrites(own_store) == 0
 
     await grow_aof(own_store, 4)
-    assert await rewriter.tick() == "growth cap"
+    assert await rewriter.tick() is RewriteReason.GROWTH_CAP
     await rewritten(own_store, 1)
 
 
@@ -141,19 +144,14 @@ async def test_checks_run_at_most_once_a_second(
 ) -> None:
     ticks = Ticks()
     rewriter = AofRewriter(own_store, rewrite_settings(services, own_redis.url), monotonic=ticks)
-    await grow_aof(own_store, 1.5)
-    await rewriter.tick()
-    ticks.now_s += 20  # one interval of 20 s: quiet for 20 s at the next check
-
-    assert await rewriter.tick() == "quiet"
-    await rewritten(own_store, 1)
+    assert await rewriter.tick() is None  # nothing grown yet
     await grow_aof(own_store, 4.5)
     ticks.now_s += 0.5
 
     assert await rewriter.tick() is None  # past the cap, but checked half a second ago
     ticks.now_s += 0.5
-    assert await rewriter.tick() == "growth cap"
-    await rewritten(own_store, 2)
+    assert await rewriter.tick() is RewriteReason.GROWTH_CAP
+    await rewritten(own_store, 1)
 
 
 async def test_the_redis_policy_never_rewrites(
@@ -185,6 +183,14 @@ async def test_a_redis_without_an_aof_is_left_alone(
     assert not (await own_store.aof_status()).enabled
 
 
+def workers_messages(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "rushgate.workers" and text in record.getMessage()
+    ]
+
+
 async def test_a_redis_that_refuses_rewrites_is_asked_again_only_after_a_minute(
     services: Services, own_redis: EmbeddedRedis, own_store: RedisStore, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -203,14 +209,54 @@ async def test_a_redis_that_refuses_rewrites_is_asked_again_only_after_a_minute(
         for _ in range(59):
             ticks.now_s += 1
             assert await rewriter.tick() is None
-    refusals = [record for record in caplog.records if "refused BGREWRITEAOF" in record.getMessage()]
-    assert len(refusals) == 1
-    assert not any("on its own" in record.getMessage() for record in caplog.records)  # CONFIG refused: silent
-
-    ticks.now_s += 1
-    assert await rewriter.tick() is None  # a minute later it asks again, and is refused again
+        assert len(workers_messages(caplog, "refused BGREWRITEAOF")) == 1
+        ticks.now_s += 1
+        assert await rewriter.tick() is None  # a minute later it asks again, and is refused again
+        assert len(workers_messages(caplog, "refused BGREWRITEAOF")) == 2
+    assert not workers_messages(caplog, "AOF on its own")  # CONFIG refused: nothing said about the trigger
     assert await rewrites(own_store) == 0
     await limited_client.aclose()
+
+
+def fork_children(server: EmbeddedRedis) -> list[int]:
+    """Pids of the server's children (a rewrite's fork), from /proc."""
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+async def test_a_failed_rewrite_is_retried_after_a_minute_not_every_second(
+    services: Services, own_redis: EmbeddedRedis, own_store: RedisStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each attempt forks and opens another incremental AOF file: a rewrite that keeps failing (disk
+    full, the child killed) must not be retried at every check."""
+    ticks = Ticks()
+    rewriter = AofRewriter(own_store, rewrite_settings(services, own_redis.url), monotonic=ticks)
+    await grow_aof(own_store, 5)
+    await own_store.client.config_set("rdb-key-save-delay", "100000")  # the child writes a key per 0.1 s: killable
+
+    assert await rewriter.tick() is RewriteReason.GROWTH_CAP
+    await eventually(lambda: _has_children(own_redis), "the rewrite's child")
+    for pid in fork_children(own_redis):
+        os.kill(pid, signal.SIGKILL)
+
+    async def failed() -> bool:
+        return (await own_store.aof_status()).failed_rewrites_in_a_row == 1
+
+    await eventually(failed, "Redis to count the failed rewrite")
+    await own_store.client.config_set("rdb-key-save-delay", "0")
+    with caplog.at_level(logging.WARNING, logger="rushgate.workers"):
+        for _ in range(60):
+            ticks.now_s += 1
+            assert await rewriter.tick() is None
+        assert len(workers_messages(caplog, "an AOF rewrite failed (1 in a row")) == 1
+    ticks.now_s += 1
+    assert await rewriter.tick() is RewriteReason.GROWTH_CAP
+    await rewritten(own_store, 2)  # Redis counts the failed one too
+    assert (await own_store.aof_status()).failed_rewrites_in_a_row == 0
+
+
+async def _has_children(server: EmbeddedRedis) -> bool:
+    return bool(fork_children(server))
 
 
 async def test_a_redis_that_rewrites_on_its_own_too_is_named_once(
@@ -221,15 +267,28 @@ async def test_a_redis_that_rewrites_on_its_own_too_is_named_once(
     rewriter = AofRewriter(own_store, rewrite_settings(services, own_redis.url), monotonic=ticks)
     with caplog.at_level(logging.WARNING, logger="rushgate.workers"):
         await rewriter.tick()
-        assert not caplog.records
+        assert not workers_messages(caplog, "")
 
         await own_store.client.config_set("auto-aof-rewrite-percentage", "100")
         other = AofRewriter(own_store, rewrite_settings(services, own_redis.url), monotonic=ticks)
         for _ in range(3):
             await other.tick()
             ticks.now_s += 1
-    warnings = [record.getMessage() for record in caplog.records]
+    warnings = workers_messages(caplog, "")
     assert len(warnings) == 1 and "auto-aof-rewrite-percentage 100" in warnings[0], warnings
+
+
+async def test_the_redis_policy_with_redis_own_trigger_off_warns_that_nothing_rewrites(
+    services: Services, own_redis: EmbeddedRedis, own_store: RedisStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = rewrite_settings(services, own_redis.url, RUSHGATE_AOF_REWRITE="redis")
+    with caplog.at_level(logging.WARNING, logger="rushgate.workers"):
+        await AofRewriter(own_store, settings, monotonic=Ticks()).tick()
+        assert len(workers_messages(caplog, "nothing rewrites Redis's AOF")) == 1
+
+        await own_store.client.config_set("auto-aof-rewrite-percentage", "100")
+        await AofRewriter(own_store, settings, monotonic=Ticks()).tick()
+    assert len(workers_messages(caplog, "")) == 1
 
 
 async def test_the_sweeper_holding_the_lock_rewrites_at_a_lull(
@@ -270,6 +329,24 @@ async def test_the_harness_waits_between_phases_for_a_due_lull_rewrite_and_only_
     finally:
         stop.set()
         await running
+
+
+async def test_a_timer_that_keeps_failing_does_not_stop_the_rewrites(
+    services: Services, own_redis: EmbeddedRedis, own_store: RedisStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    await own_store.load_scripts()
+    await own_store.client.set(own_store.keys.expiry, "not a sorted set")  # every expiry sweep fails: WRONGTYPE
+    await grow_aof(own_store, 1.5)
+    settings = rewrite_settings(services, own_redis.url, RUSHGATE_AOF_REWRITE_QUIET_S="1")
+    sweeper, stop = Sweeper(own_store, settings, ManualClock()), asyncio.Event()
+    with caplog.at_level(logging.WARNING, logger="rushgate.workers"):
+        running = asyncio.create_task(sweeper.run(stop))
+        try:
+            await rewritten(own_store, 1)
+        finally:
+            stop.set()
+            await running
+    assert workers_messages(caplog, "WRONGTYPE"), "the sweeps did fail meanwhile"
 
 
 def test_an_embedded_redis_keeps_its_own_trigger_unless_told(tmp_path: Path) -> None:

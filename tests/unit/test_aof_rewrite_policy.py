@@ -6,14 +6,30 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reservation.aof_rewrite import MB, AofStatus, RewriteLimits, RewritePolicy, RewriteReason
+from reservation.aof_rewrite import (
+    MB,
+    SAMPLE_GAP_S_MAX,
+    AofStatus,
+    RewriteLimits,
+    RewritePolicy,
+    RewriteReason,
+    failure_backoff_s,
+)
 
-LIMITS = RewriteLimits(quiet_orders_s=100, quiet_s=10, growth_bytes_min=64 * MB, growth_bytes_max=2048 * MB)
+LIMITS = RewriteLimits(quiet_orders_per_s=100, quiet_s=10, growth_bytes_min=64 * MB, growth_bytes_max=2048 * MB)
 
 
-def aof(*, grown_mb: float, base_mb: float = 0, forking: bool = False, enabled: bool = True) -> AofStatus:
+def aof(
+    *, grown_mb: float, base_mb: float = 0, forking: bool = False, enabled: bool = True, failed: int = 0
+) -> AofStatus:
     base = int(base_mb * MB)
-    return AofStatus(enabled=enabled, forking=forking, current_bytes=base + int(grown_mb * MB), base_bytes=base)
+    return AofStatus(
+        enabled=enabled,
+        forking=forking,
+        current_bytes=base + int(grown_mb * MB),
+        base_bytes=base,
+        failed_rewrites_in_a_row=failed,
+    )
 
 
 def policy_fed(rates: list[float], *, limits: RewriteLimits = LIMITS) -> tuple[RewritePolicy, float]:
@@ -89,6 +105,35 @@ def test_counters_reset_under_it_neither_break_nor_start_a_quiet_spell() -> None
     assert quiet.quiet_for_s(now_s + 1) == now_s + 1
 
 
+def test_a_gap_between_samples_tells_nothing_so_the_quiet_time_starts_again() -> None:
+    """A sweeper that could not sample for a while (Redis errors, the lock lost) must not average a
+    burst away: 30,000 orders over 600 s is 50 a second, and may have been 1,000 a second for 30 s."""
+    policy, now_s = policy_fed([0] * 20)
+    policy.observe(now_s + 600, 30_000)
+
+    assert policy.quiet_for_s(now_s + 600) == 0
+    assert policy.decide(now_s + 600, aof(grown_mb=1000)) is None
+    for second in range(1, 11):
+        policy.observe(now_s + 600 + second, 30_000)
+    assert policy.decide(now_s + 610, aof(grown_mb=1000)) is RewriteReason.QUIET
+
+
+def test_after_a_failed_rewrite_it_waits_a_minute_doubling_for_each_failure_in_a_row() -> None:
+    policy, now_s = policy_fed([0] * 20)
+    assert policy.decide(now_s, aof(grown_mb=4096, failed=1)) is None
+    assert policy.decide(now_s + 59, aof(grown_mb=4096, failed=1)) is None
+    assert policy.decide(now_s + 60, aof(grown_mb=4096, failed=1)) is RewriteReason.GROWTH_CAP
+
+    assert policy.decide(now_s + 61, aof(grown_mb=4096, failed=2)) is None  # it failed again: two minutes
+    assert policy.decide(now_s + 180, aof(grown_mb=4096, failed=2)) is None
+    assert policy.decide(now_s + 181, aof(grown_mb=4096, failed=2)) is RewriteReason.GROWTH_CAP
+    assert policy.decide(now_s + 182, aof(grown_mb=4096, failed=0)) is RewriteReason.GROWTH_CAP  # one succeeded
+
+
+def test_the_backoff_doubles_up_to_an_hour() -> None:
+    assert [failure_backoff_s(count) for count in (1, 2, 3, 6, 7, 50)] == [60, 120, 240, 1920, 3600, 3600]
+
+
 @given(
     st.lists(
         st.tuples(st.integers(min_value=1, max_value=5), st.integers(min_value=0, max_value=1_000)),
@@ -97,15 +142,16 @@ def test_counters_reset_under_it_neither_break_nor_start_a_quiet_spell() -> None
     )
 )
 def test_quiet_time_is_the_time_since_the_last_busy_interval_ended(intervals: list[tuple[int, int]]) -> None:
-    """Against a brute-force model: sampled at integer seconds, with (seconds, orders) per interval."""
-    limits = RewriteLimits(quiet_orders_s=100, quiet_s=10, growth_bytes_min=MB, growth_bytes_max=2 * MB)
+    """Against a brute-force model: sampled at integer seconds, with (seconds, orders) per interval
+    (a gap over SAMPLE_GAP_S_MAX counts as busy)."""
+    limits = RewriteLimits(quiet_orders_per_s=100, quiet_s=10, growth_bytes_min=MB, growth_bytes_max=2 * MB)
     policy, now_s, decided = RewritePolicy(limits), 0, 0
     policy.observe(now_s, decided)
     quiet_since = 0  # the model: the end of the last interval over the rate, else the first sample
     for seconds, orders in intervals:
         now_s, decided = now_s + seconds, decided + orders
         policy.observe(now_s, decided)
-        if orders / seconds > limits.quiet_orders_s:
+        if seconds > SAMPLE_GAP_S_MAX or orders / seconds > limits.quiet_orders_per_s:
             quiet_since = now_s
 
     assert policy.quiet_for_s(now_s) == now_s - quiet_since
