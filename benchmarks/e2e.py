@@ -61,6 +61,7 @@ from benchmarks.harness import (
 from benchmarks.housekeeping import PhaseWatch, await_lull_rewrite, describe, overlapped
 from benchmarks.load import BATCH_SCRIPT, ORDERS_SCRIPT, find_wrk, run_open_loop, run_wrk
 from benchmarks.openloop import ENGINES
+from persistence.database import PostgresError
 from reservation.aof_rewrite import RewriteLimits
 from reservation.store import RedisStore, ResponseError, connect
 from rushgate.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
@@ -157,6 +158,11 @@ def _parser() -> argparse.ArgumentParser:
         help="CONFIG SET for the embedded Redis once it started, e.g. --redis-config auto-aof-rewrite-percentage=0 "
              "(no automatic AOF rewrite; repeatable)",
     )  # fmt: skip
+    parser.add_argument(
+        "--postgres-config", action="append", default=[], type=_redis_config_pair, metavar="NAME=VALUE",
+        help="ALTER SYSTEM SET for the embedded Postgres once it started, then a reload, e.g. --postgres-config "
+             "max_wal_size=1GB (only settings a reload applies; repeatable)",
+    )  # fmt: skip
     parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON to PATH ('-': stdout)")
     parser.add_argument("--keep-data", action="store_true", help="keep the servers' data and logs")
     return parser
@@ -195,7 +201,7 @@ def _settings_env(assignments: list[str]) -> dict[str, str]:
 
 
 def _redis_config_pair(text: str) -> tuple[str, str]:
-    """--redis-config name=value."""
+    """--redis-config or --postgres-config name=value."""
     name, separator, value = text.partition("=")
     if not separator or not name.strip():
         raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=VALUE, e.g. auto-aof-rewrite-percentage=0")
@@ -219,7 +225,23 @@ async def _configure_redis_at(redis_url: str, pairs: list[tuple[str, str]]) -> N
         await client.aclose()
 
 
-async def _prepare_databases(database_url: str) -> str:
+async def configure_postgres(connection: Any, pairs: list[tuple[str, str]]) -> None:
+    """ALTER SYSTEM SET each pair and reload: an unknown setting, a bad value or one that only a restart
+    applies stops the run before any phase."""
+    for name, value in pairs:
+        context = await connection.fetchval("SELECT context FROM pg_settings WHERE name = $1", name)
+        if context is None:
+            raise HarnessError(f"--postgres-config {name}={value}: Postgres has no such setting")
+        if context in ("internal", "postmaster"):
+            raise HarnessError(f"--postgres-config {name}={value}: only a restart applies it ({context})")
+        try:
+            await connection.execute(f"ALTER SYSTEM SET {name} = '{value}'")  # SET takes no parameters
+        except PostgresError as error:
+            raise HarnessError(f"--postgres-config {name}={value}: Postgres refused it: {error}") from error
+    await connection.execute("SELECT pg_reload_conf()")
+
+
+async def _prepare_databases(database_url: str, postgres_config: list[tuple[str, str]]) -> str:
     """Migrate rushgate's database and create the row-lock app's own; returns the latter's URL."""
     from persistence.database import connect as connect_postgres
     from persistence.database import migrate
@@ -227,6 +249,7 @@ async def _prepare_databases(database_url: str) -> str:
     await migrate(database_url)
     connection = await connect_postgres(database_url)
     try:
+        await configure_postgres(connection, postgres_config)
         await connection.execute(f"CREATE DATABASE {ROWLOCK_DATABASE}")
     finally:
         await connection.close()
@@ -266,7 +289,7 @@ def start_everything(stack: ExitStack, arguments: argparse.Namespace, data_dir: 
         asyncio.run(_configure_redis_at(redis_server.url, arguments.redis_config))
     postgres_server = EmbeddedPostgres(data_dir / "postgres").start()
     stack.callback(postgres_server.stop)
-    rowlock_url = asyncio.run(_prepare_databases(postgres_server.url))
+    rowlock_url = asyncio.run(_prepare_databases(postgres_server.url, arguments.postgres_config))
 
     admin_token, gateway_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     base = _base_env()
@@ -605,7 +628,8 @@ def render(report: dict[str, Any]) -> str:
         f"{config['rounds']} round(s), warm-up {config['warmup']} s; one hot SKU, fresh idempotency keys",
         "  Redis AOF appendfsync everysec"
         + "".join(f", {name} {value}" for name, value in config.get("redis_config", []))
-        + "; Postgres fsync on, synchronous_commit on (defaults)",
+        + "; Postgres fsync on, synchronous_commit on (defaults)"
+        + "".join(f", {name} {value}" for name, value in config.get("postgres_config", [])),
     ]
     closed = report["closed_loop"]
     summary = closed["summary"]
@@ -842,6 +866,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rushgate_command": environment.rushgate_command_note,
                 "settings": arguments.set,
                 "redis_config": arguments.redis_config,
+                "postgres_config": arguments.postgres_config,
                 "aof_rewrite": "redis" if environment.rewrite_limits is None else "quiet",
                 "commands": {name: app.command for name, app in environment.apps.items()},
             }

@@ -32,6 +32,7 @@ class RedisChildren:
     aof_rewrites: int
     rdb_saves: int
     child_running: bool  # an AOF rewrite or RDB save in progress
+    rewriting: bool  # an AOF rewrite in progress (counted in aof_rewrites from its start)
     latest_fork_ms: float  # how long the latest fork stopped Redis (it answers nothing meanwhile)
 
 
@@ -43,6 +44,7 @@ async def redis_children(client: Any) -> RedisChildren:
         aof_rewrites=int(persistence.get("aof_rewrites", 0)),
         rdb_saves=int(persistence.get("rdb_saves", 0)),
         child_running=bool(persistence.get("aof_rewrite_in_progress") or persistence.get("rdb_bgsave_in_progress")),
+        rewriting=bool(persistence.get("aof_rewrite_in_progress")),
         latest_fork_ms=int(stats.get("latest_fork_usec", 0)) / 1000,
     )
 
@@ -113,7 +115,9 @@ async def await_lull_rewrite(
     due and none started within the quiet time plus start_timeout_s of Redis having no child (is
     the sweeper running?), or when Redis still has a child fork_wait_s_max after the phase."""
     started_s = time.monotonic()
-    rewrites_before = (await redis_children(store.client)).aof_rewrites
+    before = await redis_children(store.client)
+    # One the sweeper started during the phase's drain (intake was quiet meanwhile) counts as this lull's.
+    rewrites_before = before.aof_rewrites - before.rewriting
     status = await store.aof_status()
     if not status.forking and not limits.grown_enough_for_a_quiet_rewrite(status):
         return {"waited_s": 0.0, "rewrites": 0}

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,32 @@ def rewrite_settings(services: Services, redis_url: str, **overrides: str) -> Se
     return make_settings(services, REDIS_URL=redis_url, **(limits | overrides))
 
 
+def clocked_rewriter(
+    services: Services, server: EmbeddedRedis, store: RedisStore, **overrides: str
+) -> tuple[AofRewriter, Ticks]:
+    ticks = Ticks()
+    return AofRewriter(store, rewrite_settings(services, server.url, **overrides), monotonic=ticks), ticks
+
+
+async def start_nothing_for(rewriter: AofRewriter, ticks: Ticks, seconds: int) -> None:
+    """Checks a second apart for that long, none starting a rewrite."""
+    for _ in range(seconds):
+        assert await rewriter.tick() is None
+        ticks.now_s += 1
+
+
+@asynccontextmanager
+async def sweeping(store: RedisStore, settings: Settings) -> AsyncIterator[None]:
+    """A sweeper running on the real clock for the block's duration."""
+    sweeper, stop = Sweeper(store, settings, ManualClock()), asyncio.Event()
+    running = asyncio.create_task(sweeper.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await running
+
+
 async def grow_aof(store: RedisStore, megabytes: float) -> None:
     for index in range(int(megabytes * 1_048_576 / len(CHUNK)) + 1):
         await store.client.set(f"filler:{index}", CHUNK)
@@ -102,8 +129,7 @@ async def test_orders_decided_counts_every_outcome_of_the_reserve_script(
 async def test_a_lull_after_the_file_grew_starts_one_rewrite_and_then_none(
     services: Services, own_redis: EmbeddedRedis, own_store: RedisStore
 ) -> None:
-    ticks = Ticks()
-    rewriter = AofRewriter(own_store, rewrite_settings(services, own_redis.url), monotonic=ticks)
+    rewriter, ticks = clocked_rewriter(services, own_redis, own_store)
     await grow_aof(own_store, 1.5)
 
     started = []
@@ -115,17 +141,15 @@ async def test_a_lull_after_the_file_grew_starts_one_rewrite_and_then_none(
 
     status = await own_store.aof_status()
     assert status.growth_bytes < 1_048_576, status
-    for _ in range(5):
-        ticks.now_s += 1
-        assert await rewriter.tick() is None
+    ticks.now_s += 1
+    await start_nothing_for(rewriter, ticks, 5)
     assert await rewrites(own_store) == 1
 
 
 async def test_busy_intake_defers_the_rewrite_until_the_growth_cap(
     services: Services, own_redis: EmbeddedRedis, own_store: RedisStore
 ) -> None:
-    ticks = Ticks()
-    rewriter = AofRewriter(own_store, rewrite_settings(services, own_redis.url), monotonic=ticks)
+    rewriter, ticks = clocked_rewriter(services, own_redis, own_store)
     await grow_aof(own_store, 2)
 
     for _ in range(20):  # 5,000 orders a second
@@ -142,8 +166,7 @@ async def test_busy_intake_defers_the_rewrite_until_the_growth_cap(
 async def test_checks_run_at_most_once_a_second(
     services: Services, own_redis: EmbeddedRedis, own_store: RedisStore
 ) -> None:
-    ticks = Ticks()
-    rewriter = AofRewriter(own_store, rewrite_settings(services, own_redis.url), monotonic=ticks)
+    rewriter, ticks = clocked_rewriter(services, own_redis, own_store)
     assert await rewriter.tick() is None  # nothing grown yet
     await grow_aof(own_store, 4.5)
     ticks.now_s += 0.5
@@ -157,14 +180,10 @@ async def test_checks_run_at_most_once_a_second(
 async def test_the_redis_policy_never_rewrites(
     services: Services, own_redis: EmbeddedRedis, own_store: RedisStore
 ) -> None:
-    ticks = Ticks()
-    settings = rewrite_settings(services, own_redis.url, RUSHGATE_AOF_REWRITE="redis")
-    rewriter = AofRewriter(own_store, settings, monotonic=ticks)
+    rewriter, ticks = clocked_rewriter(services, own_redis, own_store, RUSHGATE_AOF_REWRITE="redis")
     await grow_aof(own_store, 5)
 
-    for _ in range(15):
-        assert await rewriter.tick() is None
-        ticks.now_s += 1
+    await start_nothing_for(rewriter, ticks, 15)
     assert await rewrites(own_store) == 0
 
 
@@ -173,13 +192,10 @@ async def test_a_redis_without_an_aof_is_left_alone(
 ) -> None:
     await own_store.client.config_set("appendonly", "no")
     await rewritten(own_store, 0)  # turning the AOF off may stop a rewrite: wait until none runs
-    ticks = Ticks()
-    rewriter = AofRewriter(own_store, rewrite_settings(services, own_redis.url), monotonic=ticks)
+    rewriter, ticks = clocked_rewriter(services, own_redis, own_store)
     await grow_aof(own_store, 5)
 
-    for _ in range(15):
-        assert await rewriter.tick() is None
-        ticks.now_s += 1
+    await start_nothing_for(rewriter, ticks, 15)
     assert not (await own_store.aof_status()).enabled
 
 
@@ -200,17 +216,12 @@ async def test_a_redis_that_refuses_rewrites_is_asked_again_only_after_a_minute(
     )
     limited_client = connect(own_redis.url.replace("redis://", "redis://limited:@"), pool_size_max=2, timeout_ms=5000)
     limited = RedisStore(limited_client)
-    ticks = Ticks()
-    rewriter = AofRewriter(limited, rewrite_settings(services, own_redis.url), monotonic=ticks)
+    rewriter, ticks = clocked_rewriter(services, own_redis, limited)
     await grow_aof(own_store, 5)
 
     with caplog.at_level(logging.WARNING, logger="rushgate.workers"):
-        assert await rewriter.tick() is None
-        for _ in range(59):
-            ticks.now_s += 1
-            assert await rewriter.tick() is None
+        await start_nothing_for(rewriter, ticks, 60)
         assert len(workers_messages(caplog, "refused BGREWRITEAOF")) == 1
-        ticks.now_s += 1
         assert await rewriter.tick() is None  # a minute later it asks again, and is refused again
         assert len(workers_messages(caplog, "refused BGREWRITEAOF")) == 2
     assert not workers_messages(caplog, "AOF on its own")  # CONFIG refused: nothing said about the trigger
@@ -229,8 +240,7 @@ async def test_a_failed_rewrite_is_retried_after_a_minute_not_every_second(
 ) -> None:
     """Each attempt forks and opens another incremental AOF file: a rewrite that keeps failing (disk
     full, the child killed) must not be retried at every check."""
-    ticks = Ticks()
-    rewriter = AofRewriter(own_store, rewrite_settings(services, own_redis.url), monotonic=ticks)
+    rewriter, ticks = clocked_rewriter(services, own_redis, own_store)
     await grow_aof(own_store, 5)
     await own_store.client.config_set("rdb-key-save-delay", "100000")  # the child writes a key per 0.1 s: killable
 
@@ -244,12 +254,10 @@ async def test_a_failed_rewrite_is_retried_after_a_minute_not_every_second(
 
     await eventually(failed, "Redis to count the failed rewrite")
     await own_store.client.config_set("rdb-key-save-delay", "0")
-    with caplog.at_level(logging.WARNING, logger="rushgate.workers"):
-        for _ in range(60):
-            ticks.now_s += 1
-            assert await rewriter.tick() is None
-        assert len(workers_messages(caplog, "an AOF rewrite failed (1 in a row")) == 1
     ticks.now_s += 1
+    with caplog.at_level(logging.WARNING, logger="rushgate.workers"):
+        await start_nothing_for(rewriter, ticks, 60)
+        assert len(workers_messages(caplog, "an AOF rewrite failed (1 in a row")) == 1
     assert await rewriter.tick() is RewriteReason.GROWTH_CAP
     await rewritten(own_store, 2)  # Redis counts the failed one too
     assert (await own_store.aof_status()).failed_rewrites_in_a_row == 0
@@ -263,8 +271,7 @@ async def test_a_redis_that_rewrites_on_its_own_too_is_named_once(
     services: Services, own_redis: EmbeddedRedis, own_store: RedisStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert await own_store.auto_rewrite_percentage() == 0  # as `rushgate up` starts it
-    ticks = Ticks()
-    rewriter = AofRewriter(own_store, rewrite_settings(services, own_redis.url), monotonic=ticks)
+    rewriter, ticks = clocked_rewriter(services, own_redis, own_store)
     with caplog.at_level(logging.WARNING, logger="rushgate.workers"):
         await rewriter.tick()
         assert not workers_messages(caplog, "")
@@ -297,14 +304,8 @@ async def test_the_sweeper_holding_the_lock_rewrites_at_a_lull(
     """The wiring, on the real clock: quiet_s of 1 s, so the first rewrite comes within a few seconds."""
     await own_store.load_scripts()
     await grow_aof(own_store, 1.5)
-    settings = rewrite_settings(services, own_redis.url, RUSHGATE_AOF_REWRITE_QUIET_S="1")
-    sweeper, stop = Sweeper(own_store, settings, ManualClock()), asyncio.Event()
-    running = asyncio.create_task(sweeper.run(stop))
-    try:
+    async with sweeping(own_store, rewrite_settings(services, own_redis.url, RUSHGATE_AOF_REWRITE_QUIET_S="1")):
         await rewritten(own_store, 1)
-    finally:
-        stop.set()
-        await running
 
 
 async def test_the_harness_waits_between_phases_for_a_due_lull_rewrite_and_only_then(
@@ -319,16 +320,27 @@ async def test_the_harness_waits_between_phases_for_a_due_lull_rewrite_and_only_
     with pytest.raises(HarnessError, match="is it running"):  # due, and no sweeper to start it
         await await_lull_rewrite(own_store, limits, start_timeout_s=0.5)
 
-    sweeper, stop = Sweeper(own_store, settings, ManualClock()), asyncio.Event()
-    running = asyncio.create_task(sweeper.run(stop))
-    try:
+    async with sweeping(own_store, settings):
         waited = await await_lull_rewrite(own_store, limits, start_timeout_s=30)
         assert waited["rewrites"] == 1 and waited["waited_s"] > 0, waited
         assert not (await own_store.aof_status()).forking
         assert await await_lull_rewrite(own_store, limits, start_timeout_s=30) == {"waited_s": 0.0, "rewrites": 0}
-    finally:
-        stop.set()
-        await running
+
+
+async def test_a_rewrite_the_sweeper_started_before_the_harness_looked_counts_as_the_lulls(
+    services: Services, own_redis: EmbeddedRedis, own_store: RedisStore
+) -> None:
+    """The sweeper may start it while the persister still drains the phase's backlog (intake is quiet)."""
+    limits = rewrite_limits(rewrite_settings(services, own_redis.url))
+    await grow_aof(own_store, 1.5)
+    await own_store.client.config_set("rdb-key-save-delay", "20000")  # the child writes a key per 20 ms
+    await own_store.rewrite_aof()
+    await own_store.client.config_set("rdb-key-save-delay", "0")  # the running child keeps its copy
+
+    waited = await await_lull_rewrite(own_store, limits, start_timeout_s=5)
+
+    assert waited["rewrites"] == 1 and waited["waited_s"] > 0, waited
+    assert not (await own_store.aof_status()).forking
 
 
 async def test_a_timer_that_keeps_failing_does_not_stop_the_rewrites(
@@ -338,14 +350,9 @@ async def test_a_timer_that_keeps_failing_does_not_stop_the_rewrites(
     await own_store.client.set(own_store.keys.expiry, "not a sorted set")  # every expiry sweep fails: WRONGTYPE
     await grow_aof(own_store, 1.5)
     settings = rewrite_settings(services, own_redis.url, RUSHGATE_AOF_REWRITE_QUIET_S="1")
-    sweeper, stop = Sweeper(own_store, settings, ManualClock()), asyncio.Event()
     with caplog.at_level(logging.WARNING, logger="rushgate.workers"):
-        running = asyncio.create_task(sweeper.run(stop))
-        try:
+        async with sweeping(own_store, settings):
             await rewritten(own_store, 1)
-        finally:
-            stop.set()
-            await running
     assert workers_messages(caplog, "WRONGTYPE"), "the sweeps did fail meanwhile"
 
 

@@ -1,5 +1,5 @@
 """The harness's phase watch sees Redis fork (an AOF rewrite or RDB save shows in a phase's tails), and it
-sets Redis configuration for a run (--redis-config)."""
+sets Redis's and Postgres's configuration for a run (--redis-config, --postgres-config)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import argparse
 
 import pytest
 
-from benchmarks.e2e import _redis_config_pair, configure_redis
+from benchmarks.e2e import _redis_config_pair, configure_postgres, configure_redis
 from benchmarks.harness import HarnessError
 from benchmarks.housekeeping import PhaseWatch, describe, overlapped, redis_children
+from persistence.database import connect
 from reservation.store import RedisStore
 from tests.processes import eventually
 
@@ -63,3 +64,25 @@ async def test_the_harness_sets_redis_configuration_and_stops_on_a_refused_one(s
         await store.client.config_set("auto-aof-rewrite-percentage", original)
     with pytest.raises(argparse.ArgumentTypeError, match="expected NAME=VALUE"):
         _redis_config_pair("auto-aof-rewrite-percentage")
+
+
+async def test_the_harness_sets_postgres_configuration_and_stops_on_one_it_cannot_apply(database: str) -> None:
+    """--postgres-config: ALTER SYSTEM SET and a reload; unknown, refused or restart-only settings stop the run."""
+    connection = await connect(database)
+    try:
+        await configure_postgres(connection, [("log_min_duration_statement", "123456")])
+
+        async def applied() -> bool:
+            return await connection.fetchval("SHOW log_min_duration_statement") == "123456ms"
+
+        await eventually(applied, "the reloaded setting")
+        with pytest.raises(HarnessError, match="no such setting"):
+            await configure_postgres(connection, [("no_such_setting", "1")])
+        with pytest.raises(HarnessError, match="only a restart applies it"):
+            await configure_postgres(connection, [("shared_buffers", "1GB")])
+        with pytest.raises(HarnessError, match="Postgres refused it"):
+            await configure_postgres(connection, [("max_wal_size", "lots")])
+    finally:
+        await connection.execute("ALTER SYSTEM RESET log_min_duration_statement")
+        await connection.execute("SELECT pg_reload_conf()")
+        await connection.close()
