@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from reservation.store import connect as connect_redis
 from rushgate.embedded import free_port
 from tests.conftest import ADMIN_TOKEN, GATEWAY_TOKEN, Services
 
@@ -121,3 +122,13 @@ def write_slow_aof(redis_dir: Path, *, keys: int, spins: int) -> None:
     commands += [_resp("SET", f"key-{number}", str(number)) for number in range(keys)]
     commands += [_resp("EVAL", SPIN_SCRIPT, "0") for _ in range(spins)]
     (redis_dir / "appendonly.aof").write_bytes(b"".join(commands))
+
+
+async def redis_config_value(url: str, name: str) -> str:
+    """CONFIG GET name on the Redis at url."""
+    client = connect_redis(url, pool_size_max=1, timeout_ms=5000)
+    try:
+        value = (await client.config_get(name))[name]
+    finally:
+        await client.aclose()
+    return value.decode() if isinstance(value, bytes) else str(value)

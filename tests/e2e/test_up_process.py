@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from rushgate.embedded import Readiness, free_port, redis_readiness
-from tests.processes import eventually, wait_ready, write_slow_aof
+from tests.processes import eventually, redis_config_value, wait_ready, write_slow_aof
 
 pytestmark = pytest.mark.slow
 SLOW_AOF_SPINS = 150_000  # about 15 s of replay
@@ -40,6 +40,10 @@ async def test_a_second_up_on_the_same_data_dir_refuses_and_a_killed_up_leaves_n
     first = start_up(data_dir, port, tmp_path / "first.log")
     try:
         await wait_ready(f"http://127.0.0.1:{port}", first, tmp_path / "first.log")
+        redis_url = re.search(r"REDIS_URL=(\S+)", (tmp_path / "first.log").read_text())
+        assert redis_url is not None
+        # The sweeper rewrites the AOF at lulls, so up's Redis has its own trigger off (RUSHGATE_AOF_REWRITE).
+        assert await redis_config_value(redis_url.group(1), "auto-aof-rewrite-percentage") == "0"
         second = start_up(data_dir, free_port(), tmp_path / "second.log")
         assert second.wait(60) != 0
         assert "another `rushgate up` is running" in (tmp_path / "second.log").read_text()

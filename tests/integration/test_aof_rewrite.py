@@ -24,7 +24,7 @@ from rushgate.embedded import EmbeddedRedis
 from rushgate.settings import Settings
 from rushgate.workers import AofRewriter, Sweeper, rewrite_limits
 from tests.conftest import ManualClock, Services, make_settings
-from tests.processes import eventually
+from tests.processes import eventually, redis_config_value
 from tests.support import add_sku, order_in, setup_region
 
 CHUNK = b"x" * 100_000  # one SET of this adds about 100 kB to the AOF
@@ -360,16 +360,7 @@ def test_an_embedded_redis_keeps_its_own_trigger_unless_told(tmp_path: Path) -> 
     for auto_rewrite, expected in ((True, "100"), (False, "0")):
         server = EmbeddedRedis(tmp_path / f"redis-{auto_rewrite}", auto_rewrite=auto_rewrite).start()
         try:
-            answer = asyncio.run(_config_get(server.url, "auto-aof-rewrite-percentage"))
+            answer = asyncio.run(redis_config_value(server.url, "auto-aof-rewrite-percentage"))
         finally:
             server.stop()
         assert answer == expected
-
-
-async def _config_get(url: str, name: str) -> str:
-    client = connect(url, pool_size_max=1, timeout_ms=5000)
-    try:
-        value = (await client.config_get(name))[name]
-    finally:
-        await client.aclose()
-    return value.decode() if isinstance(value, bytes) else str(value)
