@@ -235,7 +235,8 @@ async def configure_postgres(connection: Any, pairs: list[tuple[str, str]]) -> N
         if context in ("internal", "postmaster"):
             raise HarnessError(f"--postgres-config {name}={value}: only a restart applies it ({context})")
         try:
-            await connection.execute(f"ALTER SYSTEM SET {name} = '{value}'")  # SET takes no parameters
+            quoted = value.replace("'", "''")  # SET takes no parameters; the name is a known setting's
+            await connection.execute(f"ALTER SYSTEM SET {name} = '{quoted}'")
         except PostgresError as error:
             raise HarnessError(f"--postgres-config {name}={value}: Postgres refused it: {error}") from error
     await connection.execute("SELECT pg_reload_conf()")

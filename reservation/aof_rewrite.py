@@ -5,9 +5,9 @@ has doubled). The file grows fastest at a sale's peak, so that is when Redis for
 a core for seconds and every page written meanwhile is copied. Measured on a 2-core machine, p99 at
 half the peak rate was 23-518 ms with a rewrite running against 11-17 ms without one (README,
 Performance). This policy waits instead until intake has been quiet (orders decided per second at
-or under a setting for some seconds) and the file has grown as Redis's default would want, and it
-rewrites whatever the load once the growth reaches a hard cap, which bounds a restart's replay
-(about 17 s per GB of AOF on a 2-core machine).
+or under a setting for some seconds) and the file has doubled since the last rewrite (and grown by a
+minimum), and it rewrites whatever the load once the growth reaches a hard cap, which bounds a
+restart's replay (about 17 s per GB of AOF on a 2-core machine).
 
 Pure: the sweeper feeds it samples with a monotonic clock, so tests drive it with an explicit one.
 """

@@ -379,7 +379,7 @@ class Sweeper:
 
         Returns the most orders one timer handled: the batch size means that timer has more due.
         """
-        self.holds_lock = False
+        self.holds_lock = False  # stays so when taking the lock raises
         self.holds_lock = await self.store.acquire_lock(self.lock_key, self.owner, self.settings.sweeper_lock_ttl_ms)
         if not self.holds_lock:
             return None

@@ -82,6 +82,8 @@ async def test_the_harness_sets_postgres_configuration_and_stops_on_one_it_canno
             await configure_postgres(connection, [("shared_buffers", "1GB")])
         with pytest.raises(HarnessError, match="Postgres refused it"):
             await configure_postgres(connection, [("max_wal_size", "lots")])
+        with pytest.raises(HarnessError, match="Postgres refused it"):  # a quote stays inside the value
+            await configure_postgres(connection, [("log_min_duration_statement", "1'; SELECT '1")])
     finally:
         await connection.execute("ALTER SYSTEM RESET log_min_duration_statement")
         await connection.execute("SELECT pg_reload_conf()")
