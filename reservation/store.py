@@ -15,6 +15,9 @@ from typing import Any
 import hiredis
 import msgspec
 import redis.asyncio as redis_asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from reservation.aof_rewrite import AofStatus
@@ -169,6 +172,12 @@ def connect(url: str, *, pool_size_max: int, timeout_ms: int) -> Client:
         timeout=timeout_ms / 1000,
         socket_timeout=timeout_ms / 1000,
         socket_connect_timeout=timeout_ms / 1000,
+        # A pooled connection Redis dropped (a restart, a failover) fails its next command: that command
+        # is sent once more over a new connection. Never on a timeout (a frozen Redis must answer 503
+        # within the timeout, not twice it). Script calls over TLS take this pool too; every script
+        # re-checks state, so a repeat of one that ran answers as a client's retry of the request would.
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        retry_on_error=[RedisConnectionError],
     )
     packing = _PACKING_CONNECTIONS.get(pool.connection_class)
     client = Client(connection_pool=pool)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from httpx import ASGITransport, AsyncClient
 
+from reservation.store import connect
 from rushgate.embedded import EmbeddedRedis
 from tests.conftest import ManualClock, Services, admin_headers, gateway_headers, make_settings, running_app
 from tests.support import seed_over_http
@@ -74,6 +75,24 @@ async def test_a_killed_redis_gives_503_and_a_restarted_one_serves_again_with_it
     assert (replay.status_code, replay.json()["order_id"]) == (201, first.json()["order_id"])
     stock = (await client.get("/v1/stock/s1", headers=admin_headers())).json()["warehouses"][0]
     assert (stock["available"], stock["reserved"]) == (99, 1)
+
+
+async def test_pooled_connections_a_restart_dropped_are_replaced_without_failing_a_command(
+    own_redis: EmbeddedRedis,
+) -> None:
+    """Each idle pooled connection to the killed server would fail its next command once; that command
+    is sent again over a new connection instead (a timeout is not retried: a frozen Redis still fails fast)."""
+    client = connect(own_redis.url, pool_size_max=8, timeout_ms=2000)
+    try:
+        await asyncio.gather(*(client.set(f"pooled:{index}", index) for index in range(8)))  # 8 connections
+        own_redis.kill()
+        own_redis.start()  # same port, same AOF
+
+        values = await asyncio.gather(*(client.get(f"pooled:{index}") for index in range(8)))
+
+        assert values == [str(index).encode() for index in range(8)]
+    finally:
+        await client.aclose()
 
 
 @pytest.mark.parametrize("appendfsync", ["always", "everysec"])
