@@ -154,12 +154,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a rushgate setting for its API, persister and sweeper, e.g. --set persister_nice=5 (repeatable)",
     )  # fmt: skip
     parser.add_argument(
-        "--redis-config", action="append", default=[], type=_redis_config_pair, metavar="NAME=VALUE",
-        help="CONFIG SET for the embedded Redis once it started, e.g. --redis-config auto-aof-rewrite-percentage=0 "
-             "(no automatic AOF rewrite; repeatable)",
+        "--redis-config", action="append", default=[], type=_config_pair, metavar="NAME=VALUE",
+        help="CONFIG SET for the embedded Redis once it started, e.g. --redis-config auto-aof-rewrite-percentage=100 "
+             "(Redis's own rewrite trigger on beside the sweeper's; repeatable)",
     )  # fmt: skip
     parser.add_argument(
-        "--postgres-config", action="append", default=[], type=_redis_config_pair, metavar="NAME=VALUE",
+        "--postgres-config", action="append", default=[], type=_config_pair, metavar="NAME=VALUE",
         help="ALTER SYSTEM SET for the embedded Postgres once it started, then a reload, e.g. --postgres-config "
              "max_wal_size=1GB (only settings a reload applies; repeatable)",
     )  # fmt: skip
@@ -200,7 +200,7 @@ def _settings_env(assignments: list[str]) -> dict[str, str]:
     return env
 
 
-def _redis_config_pair(text: str) -> tuple[str, str]:
+def _config_pair(text: str) -> tuple[str, str]:
     """--redis-config or --postgres-config name=value."""
     name, separator, value = text.partition("=")
     if not separator or not name.strip():

@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 
-from benchmarks.e2e import _redis_config_pair, configure_postgres, configure_redis
+from benchmarks.e2e import _config_pair, configure_postgres, configure_redis
 from benchmarks.harness import HarnessError
 from benchmarks.housekeeping import PhaseWatch, describe, overlapped, redis_children
 from persistence.database import connect
@@ -56,14 +56,14 @@ async def test_the_harness_sets_redis_configuration_and_stops_on_a_refused_one(s
     """--redis-config: each NAME=VALUE is set with CONFIG SET; one Redis refuses stops the run."""
     original = (await store.client.config_get("auto-aof-rewrite-percentage"))["auto-aof-rewrite-percentage"]
     try:
-        await configure_redis(store.client, [_redis_config_pair("auto-aof-rewrite-percentage=0")])
+        await configure_redis(store.client, [_config_pair("auto-aof-rewrite-percentage=0")])
         assert (await store.client.config_get("auto-aof-rewrite-percentage")) == {"auto-aof-rewrite-percentage": "0"}
         with pytest.raises(HarnessError, match="no-such-setting"):
             await configure_redis(store.client, [("no-such-setting", "1")])
     finally:
         await store.client.config_set("auto-aof-rewrite-percentage", original)
     with pytest.raises(argparse.ArgumentTypeError, match="expected NAME=VALUE"):
-        _redis_config_pair("auto-aof-rewrite-percentage")
+        _config_pair("auto-aof-rewrite-percentage")
 
 
 async def test_the_harness_sets_postgres_configuration_and_stops_on_one_it_cannot_apply(database: str) -> None:
