@@ -58,7 +58,7 @@ from benchmarks.harness import (
     python_module,
     wait_ready,
 )
-from benchmarks.housekeeping import PhaseWatch, await_lull_rewrite, describe, overlapped
+from benchmarks.housekeeping import PhaseWatch, await_lull_rewrite, describe, describe_scripts, overlapped
 from benchmarks.load import BATCH_SCRIPT, ORDERS_SCRIPT, find_wrk, run_open_loop, run_wrk
 from benchmarks.openloop import ENGINES
 from persistence.database import PostgresError
@@ -80,6 +80,7 @@ TARGET_RELEASE_LAG_MS = 1000.0
 OPEN_LOOP_FRACTION = 0.8
 OPEN_LOOP_SWEEP = "0.3,0.5"
 APP_NAMES = ("bare", "rushgate", "rowlock")
+SCRIPT_FIELDS = ("orders_decided", "redis_script_calls", "redis_script_usec")  # a PhaseWatch's, summed over rounds
 LULL_REWRITE_START_TIMEOUT_S = 30.0  # beyond the quiet time, for the sweeper to start a due AOF rewrite
 SERVER_NOTES = {"uvicorn": "uvloop, httptools, one send per response", "granian": "uvloop, HTTP/1"}
 
@@ -134,6 +135,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--openloop-engine", choices=ENGINES, default="auto",
                         help="open-loop generator: c (built with cc), python, or auto (c when it builds)")  # fmt: skip
     parser.add_argument("--openloop-fraction", type=float, default=OPEN_LOOP_FRACTION, help="of peak (0.8)")
+    parser.add_argument(
+        "--openloop-peak", type=float, default=None, metavar="REQ_PER_S",
+        help="the rate the open loop's fractions are of (default: rushgate's closed-loop mean in this run); "
+        "fixed, it compares settings that move the peak at the same arrival rates",
+    )  # fmt: skip
     parser.add_argument(
         "--openloop-sweep", type=_fractions, default=_fractions(OPEN_LOOP_SWEEP), metavar="F,F,...",
         help=f"then these fractions of peak, to find up to which rate p99 meets the target "
@@ -408,7 +414,7 @@ class Phases:
         arguments = self.arguments
         sampler = BacklogSampler(self.store) if name == "rushgate" else None
         meter = CpuMeter(self.environment.cpu_groups()) if name == "rushgate" else None
-        watch = PhaseWatch(self.store.client)  # every app's: a fork during a comparator's run shows too
+        watch = PhaseWatch(self.store)  # every app's: a fork during a comparator's run shows too
         await watch.start()
         if sampler is not None and meter is not None:
             sampler.start()
@@ -458,7 +464,7 @@ class Phases:
         duration_s = arguments.batch_duration or arguments.duration
         sampler = BacklogSampler(self.store)
         meter = CpuMeter(self.environment.cpu_groups())
-        watch = PhaseWatch(self.store.client)
+        watch = PhaseWatch(self.store)
         await watch.start()
         sampler.start()
         meter.start()
@@ -481,9 +487,11 @@ class Phases:
         arguments = self.arguments
         rate = peak_rate * fraction
         sampler = BacklogSampler(self.store)
-        watch = PhaseWatch(self.store.client)
+        meter = CpuMeter(self.environment.cpu_groups())
+        watch = PhaseWatch(self.store)
         await watch.start()
         sampler.start()
+        meter.start()
         self.runs += 1
         result = await run_open_loop(
             self.environment.apps["rushgate"].base_url + "/v1/orders",
@@ -491,8 +499,11 @@ class Phases:
             warmup_s=2.0, connections=arguments.openloop_connections, run_id=f"{self.run_id}o{self.runs}",
             env=self.environment.child_env, engine=arguments.openloop_engine, sku=HOT_SKU,
         )  # fmt: skip
+        result["cpu"] = meter.stop()
         samples = await sampler.stop()
         result["redis"] = await watch.stop()
+        # Per order decided (the generator's warm-up included, as in the CPU figures), not per request counted.
+        result["cpu_us_per_order"] = per_order_us(result["cpu"], result["redis"]["orders_decided"])
         result["peak_rate"] = peak_rate
         result["fraction_of_peak"] = fraction
         result["persister"] = samples.summary(rate)
@@ -503,7 +514,7 @@ class Phases:
 
     async def expiry(self, spread_s: float) -> dict[str, Any]:
         arguments = self.arguments
-        watch = PhaseWatch(self.store.client)
+        watch = PhaseWatch(self.store)
         await watch.start()
         result = await run_expiry_phase(
             self.store, run_id=self.run_id, sku=EXPIRY_SKU, holds=arguments.expiry_holds, spread_s=spread_s
@@ -557,18 +568,19 @@ async def run_phases(environment: Environment, arguments: argparse.Namespace) ->
         phases = Phases(environment, arguments, store)
         print(f"closed loop: {arguments.rounds} round(s) of {arguments.duration}s per app", flush=True)
         report["closed_loop"] = await phases.closed_loop()
-        peak = report["closed_loop"]["summary"]["apps"]["rushgate"]["rate_mean"]
+        peak = arguments.openloop_peak or report["closed_loop"]["summary"]["apps"]["rushgate"]["rate_mean"]
         # The open loop right after the peak it is a fraction of, in the same state: not after the batch
         # phase, when Redis and Postgres have just taken a million more orders.
         if arguments.skip_openloop:
             report["open_loop"] = {"skipped": "--skip-openloop"}
         else:
-            print(f"open loop: {arguments.openloop_fraction:.0%} of {peak:,.0f} req/s", flush=True)
+            given = " (--openloop-peak)" if arguments.openloop_peak else ""
+            print(f"open loop: {arguments.openloop_fraction:.0%} of {peak:,.0f} req/s{given}", flush=True)
             report["open_loop"] = await phases.open_loop(peak, arguments.openloop_fraction)
             # Then the sweep's rates (lower ones by default), to find up to which rate the p99 target holds.
             report["open_loop_sweep"] = []
             for fraction in (item for item in arguments.openloop_sweep if item != arguments.openloop_fraction):
-                print(f"open loop: {fraction:.0%} of {peak:,.0f} req/s", flush=True)
+                print(f"open loop: {fraction:.0%} of {peak:,.0f} req/s{given}", flush=True)
                 report["open_loop_sweep"].append(await phases.open_loop(peak, fraction))
         if arguments.skip_batch:
             report["batch"] = {"skipped": "--skip-batch"}
@@ -673,7 +685,7 @@ def render(report: dict[str, Any]) -> str:
     )
     lines.append(_render_redis_rounds(closed["rounds"]))
     lines.append(_render_lull_rewrites(report))
-    lines += ["", *_render_cpu(summary, report["batch"])]
+    lines += ["", *_render_cpu(summary, closed["rounds"], report["batch"])]
     lines += ["", *_render_batch(report["batch"]), *_render_open_loop(report["open_loop"])]
     lines += _render_open_loop_sweep(report["open_loop"], report.get("open_loop_sweep", []))
     lines += _render_expiry(report["expiry"])
@@ -710,8 +722,9 @@ def _render_lull_rewrites(report: dict[str, Any]) -> str:
     )
 
 
-def _render_cpu(summary: dict[str, Any], batch: dict[str, Any]) -> list[str]:
-    """CPU microseconds per accepted order by process group: closed loop (median of rounds) and batch."""
+def _render_cpu(summary: dict[str, Any], rounds: list[dict[str, Any]], batch: dict[str, Any]) -> list[str]:
+    """CPU microseconds per accepted order by process group: closed loop (median of rounds) and batch; and
+    the orders per script call in each (closed loop: all rounds together)."""
     closed = summary["cpu_us_per_order"]
     batched = batch.get("cpu_us_per_order", {})
     lines = [f"CPU per accepted order, us (machine busy: closed loop {summary['cpu_busy']:.0%}"
@@ -722,6 +735,11 @@ def _render_cpu(summary: dict[str, Any], batch: dict[str, Any]) -> list[str]:
         if batched:
             line += f"{batched.get(group, float('nan')):10.1f}"
         lines.append(line)
+    watches = [results["rushgate"]["redis"] for results in rounds]
+    closed_scripts = describe_scripts({key: sum(watch.get(key, 0) for watch in watches) for key in SCRIPT_FIELDS})
+    for label, scripts in (("closed loop", closed_scripts), ("batch", describe_scripts(batch.get("redis", {})))):
+        if scripts:
+            lines.append(f"  {label}: {scripts}")
     return lines
 
 
@@ -759,7 +777,21 @@ def _render_open_loop(result: dict[str, Any]) -> list[str]:
         f"max {lag['max']:.2f} ms; the generator ({result.get('engine', 'python')}) used "
         f"{result['generator_cpu_fraction']:.0%} of a CPU",
         f"  {describe(result['redis'])}",
+        *_scripts_and_cpu(result),
     ]
+
+
+def _scripts_and_cpu(result: dict[str, Any]) -> list[str]:
+    """A phase's orders per script call and CPU per order decided, when it recorded them."""
+    lines = []
+    scripts = describe_scripts(result["redis"])
+    if scripts:
+        lines.append(f"  {scripts}")
+    costs = result.get("cpu_us_per_order")
+    if costs:
+        groups = ", ".join(f"{group} {value:.1f}" for group, value in costs.items())
+        lines.append(f"  CPU per order decided, us: {groups}")
+    return lines
 
 
 def _render_open_loop_sweep(target: dict[str, Any], sweep: list[dict[str, Any]]) -> list[str]:
@@ -774,6 +806,7 @@ def _render_open_loop_sweep(target: dict[str, Any], sweep: list[dict[str, Any]])
             f"    {result['fraction_of_peak']:4.0%} {result['rate_target']:>8,.0f} req/s: p50 {latency['p50']:7.2f}  "
             f"p99 {latency['p99']:7.2f}  p99.9 {latency['p999']:7.2f}  non-2xx {result['non_2xx']}{forked}"
         )
+        lines += [f"  {line}" for line in _scripts_and_cpu(result)]
     met = [
         result for result in [*sweep, target]
         if result["latency_ms"]["p99"] <= TARGET_P99_MS
@@ -836,6 +869,9 @@ def _data_dir(keep: bool) -> Iterator[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
+    if arguments.openloop_peak is not None and not arguments.openloop_peak > 0:
+        print("benchmarks.e2e: --openloop-peak must be a rate above 0", file=sys.stderr)
+        return 2
     if arguments.rounds < 1 or arguments.duration < 1 or arguments.workers < 1 or arguments.connections < 1:
         print("benchmarks.e2e: --rounds, --duration, --workers and --connections must be >= 1", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
-"""Redis's own background work during a phase: the forks of AOF rewrites and RDB saves.
+"""Redis during a phase: its own background work (the forks of AOF rewrites and RDB saves), and the
+script calls that carried the phase's orders.
 
 A fork copies Redis's page tables, the child then takes a core for seconds, and every page
 Redis writes meanwhile is copied. On a shared 2-core machine that can show in the tails: one
@@ -6,6 +7,11 @@ full run released holds up to 2.4 s after their deadline while an automatic AOF 
 covered the deadline window. So the harness records each phase's wall-clock span and whether
 Redis forked during it, and says so next to the figures, rather than leaving a tail to be
 matched against Redis's log by hand (which also shows when a tail had another cause).
+
+The watch also counts the script calls Redis ran (INFO commandstats) and the orders reserve.lua
+decided (the metrics hash) during the phase: how many orders a coalesced call carried, and
+Redis's own time in scripts per order. A call's fixed cost is most of an order's at a steady
+arrival rate, where calls carry one or two orders (README, Performance).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from reservation.aof_rewrite import RewriteLimits
 from reservation.store import RedisStore
 
 POLL_S = 0.1
+SCRIPT_COMMANDS = ("evalsha", "eval", "evalsha_ro", "eval_ro", "fcall", "fcall_ro")
 FORK_WAIT_S_MAX = 600.0  # a rewrite of a few GB takes a minute or so on 2 cores
 
 
@@ -49,26 +56,47 @@ async def redis_children(client: Any) -> RedisChildren:
     )
 
 
+@dataclass(frozen=True)
+class ScriptCalls:
+    """What INFO commandstats says of every script command since the server started (or CONFIG RESETSTAT)."""
+
+    calls: int
+    usec: int  # Redis's time in them, as it measures it
+
+
+async def script_calls(client: Any) -> ScriptCalls:
+    stats = await client.info("commandstats")
+    entries = [stats[f"cmdstat_{name}"] for name in SCRIPT_COMMANDS if f"cmdstat_{name}" in stats]
+    return ScriptCalls(sum(int(entry["calls"]) for entry in entries), sum(int(entry["usec"]) for entry in entries))
+
+
 def wall_clock_text(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
 
 
 class PhaseWatch:
-    """Start before a phase, stop after it: its wall-clock span and Redis's forks during it."""
+    """Start before a phase, stop after it: its wall-clock span, Redis's forks and script calls during it,
+    and the orders decided."""
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
+    def __init__(self, store: RedisStore) -> None:
+        self.store = store
         self._started_s = 0.0
         self._before: RedisChildren | None = None
+        self._scripts_before = ScriptCalls(0, 0)
+        self._orders_before = 0
 
     async def start(self) -> None:
-        self._before = await redis_children(self.client)
+        client = self.store.client
+        self._before = await redis_children(client)
+        self._scripts_before, self._orders_before = await script_calls(client), await self.store.orders_decided()
         self._started_s = time.time()
 
     async def stop(self) -> dict[str, Any]:
         assert self._before is not None, "PhaseWatch.stop() before start()"
         ended_s = time.time()
-        after, before = await redis_children(self.client), self._before
+        client = self.store.client
+        after, before = await redis_children(client), self._before
+        scripts, orders = await script_calls(client), await self.store.orders_decided()
         return {
             "started_at": wall_clock_text(self._started_s),
             "ended_at": wall_clock_text(ended_s),
@@ -79,6 +107,9 @@ class PhaseWatch:
             "redis_child_running_at_end": after.child_running,
             # The stall of the phase's last fork: Redis serves no command while it copies its page tables.
             "redis_latest_fork_ms": after.latest_fork_ms if after.forks > before.forks else None,
+            "orders_decided": orders - self._orders_before,
+            "redis_script_calls": scripts.calls - self._scripts_before.calls,
+            "redis_script_usec": scripts.usec - self._scripts_before.usec,
         }
 
 
@@ -103,6 +134,17 @@ def describe(watch: dict[str, Any]) -> str:
         )
         parts.append(forks + (f", the last stopped Redis for {stall:.1f} ms" if stall else ""))
     return f"{span}; Redis background work during it ({'; '.join(parts)}): its tails include that"
+
+
+def describe_scripts(watch: dict[str, Any]) -> str | None:
+    """One line on the phase's script calls per order decided; None when it decided none (or predates the count)."""
+    orders, calls = watch.get("orders_decided", 0), watch.get("redis_script_calls", 0)
+    if not orders or not calls:
+        return None
+    return (
+        f"Redis: {calls:,} script calls for {orders:,} orders decided ({orders / calls:.1f} orders per call), "
+        f"{watch['redis_script_usec'] / orders:.1f} us of script time per order"
+    )
 
 
 async def await_lull_rewrite(

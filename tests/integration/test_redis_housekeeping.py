@@ -1,5 +1,6 @@
-"""The harness's phase watch sees Redis fork (an AOF rewrite or RDB save shows in a phase's tails), and it
-sets Redis's and Postgres's configuration for a run (--redis-config, --postgres-config)."""
+"""The harness's phase watch sees Redis fork (an AOF rewrite or RDB save shows in a phase's tails) and counts
+the phase's script calls and orders decided, and the harness sets Redis's and Postgres's configuration for a
+run (--redis-config, --postgres-config)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ import pytest
 
 from benchmarks.e2e import _config_pair, configure_postgres, configure_redis
 from benchmarks.harness import HarnessError
-from benchmarks.housekeeping import PhaseWatch, describe, overlapped, redis_children
+from benchmarks.housekeeping import PhaseWatch, describe, describe_scripts, overlapped, redis_children
+from benchmarks.support import order_requests, reserve
+from intake.service import CatalogService
 from persistence.database import connect
+from reservation.outcomes import ReserveCode
 from reservation.store import RedisStore
 from tests.processes import eventually
+from tests.support import add_sku, setup_region
 
 
 async def wait_for_no_child(store: RedisStore) -> None:
@@ -24,7 +29,7 @@ async def wait_for_no_child(store: RedisStore) -> None:
 
 async def test_a_save_during_a_phase_is_reported(store: RedisStore) -> None:
     await wait_for_no_child(store)
-    watch = PhaseWatch(store.client)
+    watch = PhaseWatch(store)
     await watch.start()
     await store.client.bgsave()
     await wait_for_no_child(store)
@@ -41,7 +46,7 @@ async def test_a_save_during_a_phase_is_reported(store: RedisStore) -> None:
 
 async def test_a_phase_without_a_fork_says_so(store: RedisStore) -> None:
     await wait_for_no_child(store)
-    watch = PhaseWatch(store.client)
+    watch = PhaseWatch(store)
     await watch.start()
     await store.client.set("housekeeping-test", "1")
     report = await watch.stop()
@@ -50,6 +55,30 @@ async def test_a_phase_without_a_fork_says_so(store: RedisStore) -> None:
     assert report["redis_latest_fork_ms"] is None  # an earlier fork's stall is not this phase's
     assert not overlapped(report)
     assert describe(report).endswith("Redis did not fork")
+
+
+async def test_a_phase_counts_its_script_calls_and_the_orders_they_decided(
+    store: RedisStore, catalog: CatalogService
+) -> None:
+    await setup_region(catalog)
+    await add_sku(catalog, "watched", stock={"w1": 11})
+    numbers = iter(range(1_000))
+    await reserve(store, order_requests("watched", 1_000, numbers, 2), 1_000)  # before the phase: not counted
+    watch = PhaseWatch(store)
+    await watch.start()
+    codes = []
+    for count in (5, 3, 1, 3):  # 12 orders in 4 calls; the last 3 are refused: 11 units sold out
+        codes += [
+            result.code for result in await reserve(store, order_requests("watched", 2_000, numbers, count), 2_000)
+        ]
+    await store.client.set("housekeeping-test", "1")  # not a script: not counted
+    report = await watch.stop()
+
+    assert codes == [ReserveCode.ACCEPTED] * 9 + [ReserveCode.SOLD_OUT] * 3  # refused orders are decided too
+    assert report["orders_decided"] == 12
+    assert report["redis_script_calls"] == 4
+    assert report["redis_script_usec"] > 0
+    assert describe_scripts(report).startswith("Redis: 4 script calls for 12 orders decided (3.0 orders per call), ")
 
 
 async def test_the_harness_sets_redis_configuration_and_stops_on_a_refused_one(store: RedisStore) -> None:
