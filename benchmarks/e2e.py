@@ -169,6 +169,10 @@ def _parser() -> argparse.ArgumentParser:
         help="ALTER SYSTEM SET for the embedded Postgres once it started, then a reload, e.g. --postgres-config "
              "max_wal_size=1GB (only settings a reload applies; repeatable)",
     )  # fmt: skip
+    parser.add_argument(
+        "--tcp", action="store_true",
+        help="reach Redis and Postgres over 127.0.0.1 TCP instead of their Unix sockets (as `rushgate up` does)",
+    )  # fmt: skip
     parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON to PATH ('-': stdout)")
     parser.add_argument("--keep-data", action="store_true", help="keep the servers' data and logs")
     return parser
@@ -248,8 +252,8 @@ async def configure_postgres(connection: Any, pairs: list[tuple[str, str]]) -> N
     await connection.execute("SELECT pg_reload_conf()")
 
 
-async def _prepare_databases(database_url: str, postgres_config: list[tuple[str, str]]) -> str:
-    """Migrate rushgate's database and create the row-lock app's own; returns the latter's URL."""
+async def _prepare_databases(database_url: str, postgres_config: list[tuple[str, str]]) -> None:
+    """Migrate rushgate's database and create the row-lock app's own."""
     from persistence.database import connect as connect_postgres
     from persistence.database import migrate
 
@@ -260,7 +264,6 @@ async def _prepare_databases(database_url: str, postgres_config: list[tuple[str,
         await connection.execute(f"CREATE DATABASE {ROWLOCK_DATABASE}")
     finally:
         await connection.close()
-    return database_url.rsplit("/", 1)[0] + f"/{ROWLOCK_DATABASE}"
 
 
 def _rushgate_command(server: str, port: int, workers: int) -> tuple[list[str], dict[str, str], str]:
@@ -290,13 +293,18 @@ def start_everything(stack: ExitStack, arguments: argparse.Namespace, data_dir: 
     except SettingsError as error:
         raise HarnessError(f"--set: {error}") from None
     # As `rushgate up` does: Redis's own rewrite trigger only where the sweeper does not rewrite.
-    redis_server = EmbeddedRedis(data_dir / "redis", auto_rewrite=settings.redis_rewrites_aof).start()
+    # Over Unix sockets, as under `rushgate up` (--tcp: loopback TCP); the row-lock app reaches Postgres the same way.
+    unix_socket = not arguments.tcp
+    redis_server = EmbeddedRedis(
+        data_dir / "redis", auto_rewrite=settings.redis_rewrites_aof, unix_socket=unix_socket
+    ).start()
     stack.callback(redis_server.stop)
     if arguments.redis_config:
         asyncio.run(_configure_redis_at(redis_server.url, arguments.redis_config))
-    postgres_server = EmbeddedPostgres(data_dir / "postgres").start()
+    postgres_server = EmbeddedPostgres(data_dir / "postgres", unix_socket=unix_socket).start()
     stack.callback(postgres_server.stop)
-    rowlock_url = asyncio.run(_prepare_databases(postgres_server.url, arguments.postgres_config))
+    asyncio.run(_prepare_databases(postgres_server.url, arguments.postgres_config))
+    rowlock_url = postgres_server.database_url(ROWLOCK_DATABASE)
 
     admin_token, gateway_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     base = _base_env()
@@ -639,7 +647,7 @@ def render(report: dict[str, Any]) -> str:
         + (f" with {', '.join(config['settings'])}" if config.get("settings") else ""),
         f"  load: wrk -t{config['threads']} -c{config['connections']}, {config['duration']} s per run, "
         f"{config['rounds']} round(s), warm-up {config['warmup']} s; one hot SKU, fresh idempotency keys",
-        "  Redis AOF appendfsync everysec"
+        f"  {config.get('transport', 'Redis over TCP, Postgres over TCP')}; Redis AOF appendfsync everysec"
         + "".join(f", {name} {value}" for name, value in config.get("redis_config", []))
         + "; Postgres fsync on, synchronous_commit on (defaults)"
         + "".join(f", {name} {value}" for name, value in config.get("postgres_config", [])),
@@ -905,6 +913,7 @@ def main(argv: list[str] | None = None) -> int:
                 "redis_config": arguments.redis_config,
                 "postgres_config": arguments.postgres_config,
                 "aof_rewrite": "redis" if environment.rewrite_limits is None else "quiet",
+                "transport": _transport(environment),
                 "commands": {name: app.command for name, app in environment.apps.items()},
             }
             report["data_dir"] = str(data_dir) if arguments.keep_data else "(removed)"
@@ -924,6 +933,13 @@ def main(argv: list[str] | None = None) -> int:
             Path(arguments.json).write_text(text + "\n")
     print(render(report))
     return 0
+
+
+def _transport(environment: Environment) -> str:
+    """How rushgate reaches Redis and Postgres: their Unix sockets, or TCP where a socket path did not fit."""
+    redis = "a Unix socket" if environment.redis_url.startswith("unix://") else "TCP"
+    postgres = "a Unix socket" if "?host=/" in environment.database_url else "TCP"
+    return f"Redis over {redis}, Postgres over {postgres}"
 
 
 def _importable(module: str) -> bool:

@@ -304,12 +304,14 @@ def run_up(settings: Settings, environ: dict[str, str], data_dir: Path) -> int:
         signal.signal(signal_number, request_stop)
     try:
         if settings.redis_url is None:
-            redis_server = EmbeddedRedis(data_dir / "redis", auto_rewrite=settings.redis_rewrites_aof).start(
-                interrupted=lambda: stopping
-            )
+            redis_server = EmbeddedRedis(
+                data_dir / "redis", auto_rewrite=settings.redis_rewrites_aof, unix_socket=True
+            ).start(interrupted=lambda: stopping)
             environ["REDIS_URL"] = redis_server.url
         if settings.database_url is None:
-            postgres_server = EmbeddedPostgres(data_dir / "postgres").start(interrupted=lambda: stopping)
+            postgres_server = EmbeddedPostgres(data_dir / "postgres", unix_socket=True).start(
+                interrupted=lambda: stopping
+            )
             environ["DATABASE_URL"] = postgres_server.url
         environ.update(_tokens(data_dir, environ))
         settings = load_settings(environ)

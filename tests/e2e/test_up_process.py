@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rushgate.embedded import Readiness, free_port, redis_readiness
+from rushgate.embedded import Readiness, free_port, redis_readiness, socket_path_usable
 from tests.processes import eventually, redis_config_value, wait_ready, write_slow_aof
 
 pytestmark = pytest.mark.slow
@@ -40,8 +40,13 @@ async def test_a_second_up_on_the_same_data_dir_refuses_and_a_killed_up_leaves_n
     first = start_up(data_dir, port, tmp_path / "first.log")
     try:
         await wait_ready(f"http://127.0.0.1:{port}", first, tmp_path / "first.log")
-        redis_url = re.search(r"REDIS_URL=(\S+)", (tmp_path / "first.log").read_text())
+        printed = (tmp_path / "first.log").read_text()
+        redis_url = re.search(r"REDIS_URL=(\S+)", printed)
         assert redis_url is not None
+        # Ready (/readyz pings both) over the servers' Unix sockets: cheaper per call than loopback TCP.
+        assert socket_path_usable(data_dir.resolve() / "postgres" / ".s.PGSQL.65535.lock"), "tmp_path too deep"
+        assert redis_url.group(1) == f"unix://{(data_dir / 'redis' / 'redis.sock').resolve()}?db=0"
+        assert f"DATABASE_URL=postgresql://postgres@/postgres?host={(data_dir / 'postgres').resolve()}&port=" in printed
         # The sweeper rewrites the AOF at lulls, so up's Redis has its own trigger off (RUSHGATE_AOF_REWRITE).
         assert await redis_config_value(redis_url.group(1), "auto-aof-rewrite-percentage") == "0"
         second = start_up(data_dir, free_port(), tmp_path / "second.log")
