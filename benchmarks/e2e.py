@@ -109,6 +109,7 @@ class Environment:
     rushgate_command_note: str = ""
     server_pids: dict[str, int] = field(default_factory=dict)
     rewrite_limits: RewriteLimits | None = None  # None: Redis's own trigger rewrites the AOF (aof_rewrite=redis)
+    transport: str = ""  # how rushgate reaches Redis and Postgres, for the report
 
     def cpu_groups(self) -> dict[str, int]:
         """Process trees whose CPU a rushgate run is charged with, by name."""
@@ -321,6 +322,10 @@ def start_everything(stack: ExitStack, arguments: argparse.Namespace, data_dir: 
         data_dir, redis_server.url, postgres_server.url, gateway_token, admin_token, child_env=base
     )
     environment.server_pids = {"redis": redis_server.pid, "postgres": postgres_server.pid}
+    # A socket each was asked for unless --tcp; a data directory too deep for a socket path gets TCP.
+    redis_way = "a Unix socket" if redis_server.socket_path is not None else "TCP"
+    postgres_way = "a Unix socket" if postgres_server.socket_dir is not None else "TCP"
+    environment.transport = f"Redis over {redis_way}, Postgres over {postgres_way}"
     environment.rewrite_limits = None if settings.redis_rewrites_aof else rewrite_limits(settings)
     for command in ("persister", "sweeper"):
         child = Child(command, python_module("rushgate", command), rushgate_env, data_dir / "logs" / f"{command}.log")
@@ -913,7 +918,7 @@ def main(argv: list[str] | None = None) -> int:
                 "redis_config": arguments.redis_config,
                 "postgres_config": arguments.postgres_config,
                 "aof_rewrite": "redis" if environment.rewrite_limits is None else "quiet",
-                "transport": _transport(environment),
+                "transport": environment.transport,
                 "commands": {name: app.command for name, app in environment.apps.items()},
             }
             report["data_dir"] = str(data_dir) if arguments.keep_data else "(removed)"
@@ -933,13 +938,6 @@ def main(argv: list[str] | None = None) -> int:
             Path(arguments.json).write_text(text + "\n")
     print(render(report))
     return 0
-
-
-def _transport(environment: Environment) -> str:
-    """How rushgate reaches Redis and Postgres: their Unix sockets, or TCP where a socket path did not fit."""
-    redis = "a Unix socket" if environment.redis_url.startswith("unix://") else "TCP"
-    postgres = "a Unix socket" if "?host=/" in environment.database_url else "TCP"
-    return f"Redis over {redis}, Postgres over {postgres}"
 
 
 def _importable(module: str) -> bool:
