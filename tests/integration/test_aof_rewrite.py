@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.harness import HarnessError
-from benchmarks.housekeeping import await_lull_rewrite
+from benchmarks.housekeeping import await_lull_rewrite, rewrite_and_wait
 from intake.problems import ProblemError
 from intake.service import CatalogService, OrderService
 from reservation.aof_rewrite import RewriteReason
@@ -325,6 +325,25 @@ async def test_the_harness_waits_between_phases_for_a_due_lull_rewrite_and_only_
         assert waited["rewrites"] == 1 and waited["waited_s"] > 0, waited
         assert not (await own_store.aof_status()).forking
         assert await await_lull_rewrite(own_store, limits, start_timeout_s=30) == {"waited_s": 0.0, "rewrites": 0}
+
+
+@pytest.mark.parametrize("already_running", [False, True], ids=["idle", "a-rewrite-running"])
+async def test_the_harness_rewrites_before_the_expiry_phase_and_waits_for_the_rewrite_to_finish(
+    own_store: RedisStore, already_running: bool
+) -> None:
+    """rewrite_and_wait returns only once a rewrite started since it was called (its own, or the one
+    already running, when Redis refuses a second) has finished; it never starts two."""
+    await grow_aof(own_store, 1.5)
+    await own_store.client.config_set("rdb-key-save-delay", "20000")  # the child writes a key per 20 ms
+    if already_running:
+        await own_store.rewrite_aof()  # the sweeper's lull rewrite, say: Redis refuses the harness's
+        assert (await own_store.aof_status()).forking
+    waited_s = await rewrite_and_wait(own_store)
+    await own_store.client.config_set("rdb-key-save-delay", "0")
+
+    assert waited_s > 0
+    assert not (await own_store.aof_status()).forking
+    assert await rewrites(own_store) == 1
 
 
 async def test_a_rewrite_the_sweeper_started_before_the_harness_looked_counts_as_the_lulls(
