@@ -40,7 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -429,30 +429,46 @@ class Phases:
         for child in self.environment.workers:
             child.check_alive()
 
-    async def closed_loop_run(self, name: str, duration_s: int) -> dict[str, Any]:
-        app = self.environment.apps[name]
-        arguments = self.arguments
-        sampler = BacklogSampler(self.store) if name == "rushgate" else None
-        meter = CpuMeter(self.environment.cpu_groups()) if name == "rushgate" else None
-        watch = PhaseWatch(self.store)  # every app's: a fork during a comparator's run shows too
+    async def _phase(
+        self,
+        load: Awaitable[dict[str, Any]],
+        rushgate_phase: str | None = None,
+        *,
+        orders: Callable[[dict[str, Any]], int] = lambda result: 0,
+        rate: Callable[[dict[str, Any]], float] = lambda result: 0.0,
+    ) -> dict[str, Any]:
+        """Run one phase's load under a PhaseWatch (every app's: a fork during a comparator's run shows too).
+        For one of rushgate's phases (named by rushgate_phase) also sample the persister's backlog and meter
+        the CPU per order (orders(result) of them, persister lag at rate(result)), wait for the drain, and let
+        a due lull rewrite run before the next phase."""
+        watch = PhaseWatch(self.store)
+        sampler = BacklogSampler(self.store) if rushgate_phase else None
+        meter = CpuMeter(self.environment.cpu_groups()) if rushgate_phase else None
         await watch.start()
         if sampler is not None and meter is not None:
             sampler.start()
             meter.start()
-        result = await run_wrk(
+        result = await load
+        result["redis"] = await watch.stop()
+        if rushgate_phase and sampler is not None and meter is not None:
+            result["cpu"] = meter.stop()
+            result["cpu_us_per_order"] = per_order_us(result["cpu"], orders(result))
+            samples = await sampler.stop()
+            result["persister"] = samples.summary(rate(result))
+            result["persister"]["drain_s"] = await drain_seconds(self.store, self.arguments.drain_timeout)
+            await self.after_rushgate_phase(rushgate_phase)
+        self._check_children()
+        return result
+
+    async def closed_loop_run(self, name: str, duration_s: int) -> dict[str, Any]:
+        app = self.environment.apps[name]
+        arguments = self.arguments
+        load = run_wrk(
             ORDERS_SCRIPT, app.base_url, duration_s=duration_s, connections=arguments.connections,
             threads=arguments.threads, env=self._wrk_env(),
         )  # fmt: skip
-        result["redis"] = await watch.stop()
-        if sampler is not None and meter is not None:
-            result["cpu"] = meter.stop()
-            result["cpu_us_per_order"] = per_order_us(result["cpu"], result["ok"])
-            samples = await sampler.stop()
-            result["persister"] = samples.summary(result["ok_rate"])
-            result["persister"]["drain_s"] = await drain_seconds(self.store, arguments.drain_timeout)
-            await self.after_rushgate_phase(f"a {duration_s} s closed-loop run")
-        self._check_children()
-        return result
+        label = f"a {duration_s} s closed-loop run" if name == "rushgate" else None
+        return await self._phase(load, label, orders=lambda result: result["ok"], rate=lambda result: result["ok_rate"])
 
     async def closed_loop(self) -> dict[str, Any]:
         arguments = self.arguments
@@ -482,68 +498,49 @@ class Phases:
         if not 200 <= status < 300:
             return {"skipped": f"POST /v1/orders:batch probe answered {status}: {body[:300]!r}"}
         duration_s = arguments.batch_duration or arguments.duration
-        sampler = BacklogSampler(self.store)
-        meter = CpuMeter(self.environment.cpu_groups())
-        watch = PhaseWatch(self.store)
-        await watch.start()
-        sampler.start()
-        meter.start()
-        result = await run_wrk(
+        load = run_wrk(
             BATCH_SCRIPT, base_url, duration_s=duration_s, connections=arguments.connections,
             threads=arguments.threads, env=self._wrk_env(ORDERS_PER_REQUEST=str(arguments.batch_size)),
         )  # fmt: skip
-        result["cpu"] = meter.stop()
-        result["redis"] = await watch.stop()
-        result["cpu_us_per_order"] = per_order_us(result["cpu"], result["accepted_orders"])
-        samples = await sampler.stop()
-        result["orders_rate"] = result["accepted_orders"] / result["duration_s"]
-        result["persister"] = samples.summary(result["orders_rate"])
-        result["persister"]["drain_s"] = await drain_seconds(self.store, arguments.drain_timeout)
-        await self.after_rushgate_phase("batch intake")
-        self._check_children()
+
+        def orders_rate(result: dict[str, Any]) -> float:
+            return float(result["accepted_orders"] / result["duration_s"])
+
+        result = await self._phase(
+            load, "batch intake", orders=lambda result: result["accepted_orders"], rate=orders_rate
+        )
+        result["orders_rate"] = orders_rate(result)
         return result
 
     async def open_loop(self, peak_rate: float, fraction: float) -> dict[str, Any]:
         arguments = self.arguments
         rate = peak_rate * fraction
-        sampler = BacklogSampler(self.store)
-        meter = CpuMeter(self.environment.cpu_groups())
-        watch = PhaseWatch(self.store)
-        await watch.start()
-        sampler.start()
-        meter.start()
         self.runs += 1
-        result = await run_open_loop(
+        load = run_open_loop(
             self.environment.apps["rushgate"].base_url + "/v1/orders",
             token=self.environment.gateway_token, rate=rate, duration_s=arguments.openloop_duration,
             warmup_s=2.0, connections=arguments.openloop_connections, run_id=f"{self.run_id}o{self.runs}",
             env=self.environment.child_env, engine=arguments.openloop_engine, sku=HOT_SKU,
         )  # fmt: skip
-        result["cpu"] = meter.stop()
-        samples = await sampler.stop()
-        result["redis"] = await watch.stop()
-        # Per order decided (the generator's warm-up included, as in the CPU figures), not per request counted.
-        result["cpu_us_per_order"] = per_order_us(result["cpu"], result["redis"]["orders_decided"])
+        # CPU per order decided (the generator's warm-up included, as in the CPU figures), not per request counted.
+        result = await self._phase(
+            load, f"the open loop at {fraction:.0%}",
+            orders=lambda result: result["redis"]["orders_decided"], rate=lambda result: rate,
+        )  # fmt: skip
         result["peak_rate"] = peak_rate
         result["fraction_of_peak"] = fraction
-        result["persister"] = samples.summary(rate)
-        result["persister"]["drain_s"] = await drain_seconds(self.store, arguments.drain_timeout)
-        await self.after_rushgate_phase(f"the open loop at {fraction:.0%}")
-        self._check_children()
         return result
 
     async def expiry(self, spread_s: float) -> dict[str, Any]:
         arguments = self.arguments
         # With the sweeper's policy, rewrite first, as a sale's lull would have (rewrite_and_wait).
         rewrite_s = None if self.environment.rewrite_limits is None else await rewrite_and_wait(self.store)
-        watch = PhaseWatch(self.store)
-        await watch.start()
-        result = await run_expiry_phase(
-            self.store, run_id=self.run_id, sku=EXPIRY_SKU, holds=arguments.expiry_holds, spread_s=spread_s
+        result = await self._phase(
+            run_expiry_phase(
+                self.store, run_id=self.run_id, sku=EXPIRY_SKU, holds=arguments.expiry_holds, spread_s=spread_s
+            )
         )
-        result["redis"] = await watch.stop()
         result["aof_rewrite_before_s"] = rewrite_s
-        self._check_children()
         return result
 
 
