@@ -33,6 +33,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
@@ -68,6 +69,8 @@ from benchmarks.housekeeping import (
 )
 from benchmarks.load import BATCH_SCRIPT, ORDERS_SCRIPT, find_wrk, run_open_loop, run_wrk
 from benchmarks.openloop import ENGINES
+from benchmarks.profiling import Recorder, merged, py_spy_executable
+from benchmarks.profiling import render as render_profile
 from persistence.database import PostgresError
 from reservation.aof_rewrite import RewriteLimits
 from reservation.store import RedisStore, ResponseError, connect
@@ -180,6 +183,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tcp", action="store_true",
         help="reach Redis and Postgres over 127.0.0.1 TCP instead of their Unix sockets (as `rushgate up` does)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--profile", metavar="DIR", type=Path,
+        help="record rushgate's API workers, persister and sweeper with py-spy during its measured phases, write "
+        "the recordings (collapsed stacks) to DIR and print where their CPU went; py-spy's own sampling perturbs "
+        "the figures (benchmarks/profiling.py)",
     )  # fmt: skip
     parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON to PATH ('-': stdout)")
     parser.add_argument("--keep-data", action="store_true", help="keep the servers' data and logs")
@@ -401,6 +410,7 @@ class Phases:
         self.run_id = secrets.token_hex(4)
         self.runs = 0
         self.lull_rewrites: list[dict[str, Any]] = []  # the sweeper's, waited for between phases
+        self.recordings: dict[str, dict[str, Any]] = {}  # --profile: phase -> py-spy's CPU, recordings per group
 
     async def after_rushgate_phase(self, label: str) -> None:
         """Let the sweeper's lull rewrite, if one is due, run now rather than into the next phase."""
@@ -436,22 +446,38 @@ class Phases:
         *,
         orders: Callable[[dict[str, Any]], int] = lambda result: 0,
         rate: Callable[[dict[str, Any]], float] = lambda result: 0.0,
+        profile_as: str | None = None,
     ) -> dict[str, Any]:
         """Run one phase's load under a PhaseWatch (every app's: a fork during a comparator's run shows too).
         For one of rushgate's phases (named by rushgate_phase) also sample the persister's backlog and meter
         the CPU per order (orders(result) of them, persister lag at rate(result)), wait for the drain, and let
-        a due lull rewrite run before the next phase."""
+        a due lull rewrite run before the next phase. With --profile, a phase named by profile_as is recorded
+        with py-spy, its recordings kept under that name (the rounds of one name are summarised together)."""
         watch = PhaseWatch(self.store)
         sampler = BacklogSampler(self.store) if rushgate_phase else None
         meter = CpuMeter(self.environment.cpu_groups()) if rushgate_phase else None
-        await watch.start()
-        if sampler is not None and meter is not None:
-            sampler.start()
-            meter.start()
-        result = await load
-        result["redis"] = await watch.stop()
+        recorders = self._recorders(profile_as)
+        try:
+            for recorder in recorders.values():
+                await recorder.wait_sampling()
+            await watch.start()
+            if sampler is not None and meter is not None:
+                sampler.start()
+                meter.start()
+            result = await load
+            result["redis"] = await watch.stop()
+            if meter is not None:
+                result["cpu"] = meter.stop()  # before py-spy is reaped: its CPU is not charged to the load generator
+            if recorders:
+                assert profile_as is not None
+                recordings = self.recordings.setdefault(profile_as, {"py-spy cpu_s": 0.0, "groups": {}})
+                for group, recorder in recorders.items():
+                    recordings["groups"].setdefault(group, []).append(recorder.stop())
+                    recordings["py-spy cpu_s"] += recorder.cpu_s
+        finally:
+            for recorder in recorders.values():
+                recorder.abandon()  # a phase that failed leaves no py-spy behind
         if rushgate_phase and sampler is not None and meter is not None:
-            result["cpu"] = meter.stop()
             result["cpu_us_per_order"] = per_order_us(result["cpu"], orders(result))
             samples = await sampler.stop()
             result["persister"] = samples.summary(rate(result))
@@ -460,7 +486,33 @@ class Phases:
         self._check_children()
         return result
 
-    async def closed_loop_run(self, name: str, duration_s: int) -> dict[str, Any]:
+    def _recorders(self, profile_as: str | None) -> dict[str, Recorder]:
+        """With --profile, py-spy started on rushgate's API workers (the server and its forks), persister and
+        sweeper, each recording into the profile directory."""
+        directory = self.arguments.profile
+        if directory is None or profile_as is None:
+            return {}
+        targets = {"api workers": (self.environment.apps["rushgate"].child.pid, True)}
+        targets |= {child.name: (child.pid, False) for child in self.environment.workers}
+        self.runs += 1
+        stem = "-".join(re.findall(r"[a-z0-9]+", profile_as.lower()))
+        return {
+            group: Recorder(pid, directory / f"{self.run_id}-{self.runs:02d}-{stem}-{group.replace(' ', '-')}.txt",
+                            subprocesses=subprocesses).start()
+            for group, (pid, subprocesses) in targets.items()
+        }  # fmt: skip
+
+    def profiles(self) -> dict[str, dict[str, Any]]:
+        """Every profiled phase's recordings, summarised per process group (Profile.summary), and py-spy's CPU."""
+        return {
+            phase: {
+                "py-spy cpu_s": recordings["py-spy cpu_s"],
+                "groups": {group: merged(paths).summary() for group, paths in recordings["groups"].items()},
+            }
+            for phase, recordings in self.recordings.items()
+        }
+
+    async def closed_loop_run(self, name: str, duration_s: int, *, measured: bool = True) -> dict[str, Any]:
         app = self.environment.apps[name]
         arguments = self.arguments
         load = run_wrk(
@@ -468,14 +520,17 @@ class Phases:
             threads=arguments.threads, env=self._wrk_env(),
         )  # fmt: skip
         label = f"a {duration_s} s closed-loop run" if name == "rushgate" else None
-        return await self._phase(load, label, orders=lambda result: result["ok"], rate=lambda result: result["ok_rate"])
+        return await self._phase(
+            load, label, orders=lambda result: result["ok"], rate=lambda result: result["ok_rate"],
+            profile_as="the closed loop" if label and measured else None,
+        )  # fmt: skip
 
     async def closed_loop(self) -> dict[str, Any]:
         arguments = self.arguments
         names = [name for name in APP_NAMES if name in self.environment.apps]
         print(f"warm-up: {arguments.warmup}s of wrk per app", flush=True)
         for name in names:
-            await self.closed_loop_run(name, arguments.warmup)
+            await self.closed_loop_run(name, arguments.warmup, measured=False)
         rounds: list[dict[str, Any]] = []
         for round_index in range(arguments.rounds):
             results: dict[str, Any] = {}
@@ -507,8 +562,9 @@ class Phases:
             return float(result["accepted_orders"] / result["duration_s"])
 
         result = await self._phase(
-            load, "batch intake", orders=lambda result: result["accepted_orders"], rate=orders_rate
-        )
+            load, "batch intake", orders=lambda result: result["accepted_orders"], rate=orders_rate,
+            profile_as="batch intake",
+        )  # fmt: skip
         result["orders_rate"] = orders_rate(result)
         return result
 
@@ -526,6 +582,7 @@ class Phases:
         result = await self._phase(
             load, f"the open loop at {fraction:.0%}",
             orders=lambda result: result["redis"]["orders_decided"], rate=lambda result: rate,
+            profile_as=f"the open loop at {fraction:.0%}",
         )  # fmt: skip
         result["peak_rate"] = peak_rate
         result["fraction_of_peak"] = fraction
@@ -538,7 +595,8 @@ class Phases:
         result = await self._phase(
             run_expiry_phase(
                 self.store, run_id=self.run_id, sku=EXPIRY_SKU, holds=arguments.expiry_holds, spread_s=spread_s
-            )
+            ),
+            profile_as="the expiry phase",
         )
         result["aof_rewrite_before_s"] = rewrite_s
         return result
@@ -615,6 +673,7 @@ async def run_phases(environment: Environment, arguments: argparse.Namespace) ->
             print(f"expiry: {arguments.expiry_holds:,} holds, deadlines over {spread_s:.1f} s", flush=True)
             report["expiry"] = await phases.expiry(spread_s)
         report["lull_rewrites"] = phases.lull_rewrites
+        report["profiles"] = phases.profiles()
     finally:
         for signal_number in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signal_number)
@@ -709,6 +768,10 @@ def render(report: dict[str, Any]) -> str:
     lines += ["", *_render_batch(report["batch"]), *_render_open_loop(report["open_loop"])]
     lines += _render_open_loop_sweep(report["open_loop"], report.get("open_loop_sweep", []))
     lines += _render_expiry(report["expiry"])
+    for phase, profiled in report.get("profiles", {}).items():
+        lines += ["", *render_profile(phase, profiled["groups"], profiled["py-spy cpu_s"])]
+    if report.get("profiles"):
+        lines.append(f"py-spy recordings (collapsed stacks, for flamegraph.pl or speedscope): {config['profile']}")
     lines.append(f"\ntotal {report['elapsed_s']:.0f} s; logs and data: {report['data_dir']}")
     return "\n".join(lines)
 
@@ -906,6 +969,9 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as error:
         print(f"benchmarks.e2e: {error}", file=sys.stderr)
         return 2
+    if arguments.profile is not None and py_spy_executable() is None:
+        print("benchmarks.e2e: --profile needs py-spy: pip install py-spy", file=sys.stderr)
+        return 2
     if not _importable(arguments.server):
         print(f"benchmarks.e2e: {arguments.server} is not installed in this environment", file=sys.stderr)
         return 2
@@ -932,6 +998,7 @@ def main(argv: list[str] | None = None) -> int:
                 "postgres_config": arguments.postgres_config,
                 "aof_rewrite": "redis" if environment.rewrite_limits is None else "quiet",
                 "transport": environment.transport,
+                "profile": str(arguments.profile) if arguments.profile else None,
                 "commands": {name: app.command for name, app in environment.apps.items()},
             }
             report["data_dir"] = str(data_dir) if arguments.keep_data else "(removed)"

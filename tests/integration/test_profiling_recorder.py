@@ -1,0 +1,145 @@
+"""The harness's py-spy recorder (benchmarks/profiling.py) finds where a real process spends its CPU, also in a
+worker process that a server forked (as uvicorn's workers are)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from benchmarks.e2e import App, Environment, Phases
+from benchmarks.harness import Child
+from benchmarks.profiling import Recorder, merged, py_spy_executable
+from reservation.store import RedisStore
+from tests.processes import eventually
+
+pytestmark = pytest.mark.skipif(py_spy_executable() is None, reason="needs py-spy (the test extra installs it)")
+
+WORKER = """
+import sys, time
+
+def burn_the_cpu(seconds):
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+def wait_for_orders():
+    for line in sys.stdin:
+        if line.strip() != "burn":
+            return
+        burn_the_cpu(0.8)
+        print("burnt", flush=True)
+
+wait_for_orders()
+"""
+SERVER = """
+import subprocess, sys
+sys.exit(subprocess.call([sys.executable, *sys.argv[1:]]))
+"""
+# As WORKER, but told to burn by SIGUSR1 (a harness's child has /dev/null for stdin); it counts what it
+# burnt in the file named by its argument, and writes "ready" there once the signal is blocked for sigwait.
+SIGNALLED_WORKER = """
+import os, signal, sys, time
+
+def burn_the_cpu(seconds):
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+def tell(text):
+    with open(sys.argv[1] + ".tmp", "w") as out:
+        out.write(text)
+    os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+
+def wait_for_orders():
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    tell("ready")
+    burnt = 0
+    while True:
+        signal.sigwait({signal.SIGUSR1})
+        burn_the_cpu(0.8)
+        burnt += 1
+        tell(str(burnt))
+
+wait_for_orders()
+"""
+
+
+@pytest.mark.parametrize("forked", [False, True], ids=["the process", "a worker it forked"])
+async def test_the_recording_puts_the_burning_function_on_top(tmp_path: Path, forked: bool) -> None:
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER)
+    server = tmp_path / "server.py"
+    server.write_text(SERVER)
+    argv = [sys.executable, str(server), str(worker)] if forked else [sys.executable, str(worker)]
+    process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        if forked:  # the worker exists before py-spy starts, as uvicorn's do
+            deadline = time.monotonic() + 30
+            while not psutil.Process(process.pid).children() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        recorder = Recorder(process.pid, tmp_path / "recording.txt", subprocesses=forked).start()
+        await recorder.wait_sampling()
+        process.stdin.write("burn\n")
+        process.stdin.flush()
+        assert process.stdout.readline().strip() == "burnt"
+        recording = recorder.stop()
+    finally:
+        process.stdin.close()  # the worker's loop ends, and with it the server
+        try:
+            process.wait(timeout=30)
+        finally:
+            process.kill()
+    summary = merged([recording]).summary()
+    assert summary["samples"] >= 10  # 0.8 s of CPU at 50 Hz: about 40
+    top, share = next(iter(summary["self"].items()))
+    assert top == "burn_the_cpu (worker.py)"
+    assert share >= 0.7
+    assert summary["components"]["other"] >= 0.7  # a file outside the repository and every package
+    assert recorder.cpu_s > 0
+
+
+async def test_a_profiled_phase_records_rushgates_server_and_its_workers_while_the_load_runs(
+    tmp_path: Path, store: RedisStore
+) -> None:
+    """Phases._phase with --profile: py-spy samples rushgate's server and what it forked from before the load
+    starts until it ends, and profiles() summarises every run's recording under the phase's name."""
+    worker, server, said = tmp_path / "worker.py", tmp_path / "server.py", tmp_path / "said"
+    worker.write_text(SIGNALLED_WORKER)
+    server.write_text(SERVER)
+    child = Child("rushgate", [sys.executable, str(server), str(worker), str(said)], {}, tmp_path / "server.log")
+    child.start()
+    environment = Environment(tmp_path, "", "", "", "", child_env={})
+    environment.apps["rushgate"] = App("rushgate", child, "", [], "/readyz")
+    phases = Phases(environment, argparse.Namespace(profile=tmp_path / "profiles"), store)
+
+    async def says(text: str) -> bool:
+        return said.is_file() and said.read_text() == text
+
+    async def burn(times: int) -> dict[str, Any]:
+        os.kill(psutil.Process(child.pid).children()[0].pid, signal.SIGUSR1)
+        await eventually(lambda: says(str(times)), f"the worker to burn for the {times}. time")
+        return {}
+
+    try:
+        await eventually(lambda: says("ready"), "the worker to block SIGUSR1")
+        for times in (1, 2):
+            await phases._phase(burn(times), profile_as="the burning phase")
+    finally:
+        child.stop()
+    profiles = phases.profiles()
+    assert list(profiles) == ["the burning phase"]
+    workers = profiles["the burning phase"]["groups"]["api workers"]
+    assert workers["samples"] >= 20  # two runs of 0.8 s of CPU at 50 Hz: about 80
+    assert next(iter(workers["self"])) == "burn_the_cpu (worker.py)"
+    assert profiles["the burning phase"]["py-spy cpu_s"] > 0
+    assert len(list((tmp_path / "profiles").glob("*-the-burning-phase-api-workers.txt"))) == 2
