@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,30 +22,13 @@ from tests.processes import eventually
 
 pytestmark = pytest.mark.skipif(py_spy_executable() is None, reason="needs py-spy (the test extra installs it)")
 
-WORKER = """
-import sys, time
-
-def burn_the_cpu(seconds):
-    end = time.process_time() + seconds
-    while time.process_time() < end:
-        pass
-
-def wait_for_orders():
-    for line in sys.stdin:
-        if line.strip() != "burn":
-            return
-        burn_the_cpu(0.8)
-        print("burnt", flush=True)
-
-wait_for_orders()
-"""
 SERVER = """
 import subprocess, sys
 sys.exit(subprocess.call([sys.executable, *sys.argv[1:]]))
 """
-# As WORKER, but told to burn by SIGUSR1 (a harness's child has /dev/null for stdin); it counts what it
-# burnt in the file named by its argument, and writes "ready" there once the signal is blocked for sigwait.
-SIGNALLED_WORKER = """
+# Told to burn by SIGUSR1 (a harness's child has /dev/null for stdin), it counts what it burnt in the file
+# named by its argument, and writes "ready" there once the signal is blocked for sigwait.
+WORKER = """
 import os, signal, sys, time
 
 def burn_the_cpu(seconds):
@@ -73,32 +55,46 @@ wait_for_orders()
 """
 
 
+class Burner:
+    """The worker, started directly or under SERVER (which forks it, as uvicorn forks its workers)."""
+
+    def __init__(self, directory: Path, *, forked: bool) -> None:
+        (directory / "worker.py").write_text(WORKER)
+        (directory / "server.py").write_text(SERVER)
+        self.said = directory / "said"
+        worker = [str(directory / "worker.py"), str(self.said)]
+        self.argv = [sys.executable, str(directory / "server.py"), *worker] if forked else [sys.executable, *worker]
+        self.forked = forked
+
+    async def says(self, text: str) -> bool:
+        return self.said.is_file() and self.said.read_text() == text
+
+    async def ready(self) -> None:
+        await eventually(lambda: self.says("ready"), "the worker to block SIGUSR1")
+
+    async def burn(self, pid: int, times: int) -> dict[str, Any]:
+        """Have the worker under pid (itself, or the server that forked it) burn 0.8 s of CPU, the times-th time."""
+        worker = psutil.Process(pid).children()[0].pid if self.forked else pid
+        os.kill(worker, signal.SIGUSR1)
+        await eventually(lambda: self.says(str(times)), f"the worker to burn for the {times}. time")
+        return {}
+
+
 @pytest.mark.parametrize("forked", [False, True], ids=["the process", "a worker it forked"])
 async def test_the_recording_puts_the_burning_function_on_top(tmp_path: Path, forked: bool) -> None:
-    worker = tmp_path / "worker.py"
-    worker.write_text(WORKER)
-    server = tmp_path / "server.py"
-    server.write_text(SERVER)
-    argv = [sys.executable, str(server), str(worker)] if forked else [sys.executable, str(worker)]
-    process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert process.stdin is not None and process.stdout is not None
+    burner = Burner(tmp_path, forked=forked)
+    process = subprocess.Popen(burner.argv)
     try:
-        if forked:  # the worker exists before py-spy starts, as uvicorn's do
-            deadline = time.monotonic() + 30
-            while not psutil.Process(process.pid).children() and time.monotonic() < deadline:
-                time.sleep(0.01)
+        await burner.ready()  # the worker exists before py-spy starts, as uvicorn's do
         recorder = Recorder(process.pid, tmp_path / "recording.txt", subprocesses=forked).start()
         await recorder.wait_sampling()
-        process.stdin.write("burn\n")
-        process.stdin.flush()
-        assert process.stdout.readline().strip() == "burnt"
+        await burner.burn(process.pid, 1)
         recording = recorder.stop()
     finally:
-        process.stdin.close()  # the worker's loop ends, and with it the server
-        try:
-            process.wait(timeout=30)
-        finally:
-            process.kill()
+        for child in psutil.Process(process.pid).children():
+            child.kill()
+        process.kill()
+        process.wait()
     summary = merged([recording]).summary()
     assert summary["samples"] >= 10  # 0.8 s of CPU at 50 Hz: about 40
     top, share = next(iter(summary["self"].items()))
@@ -113,27 +109,15 @@ async def test_a_profiled_phase_records_rushgates_server_and_its_workers_while_t
 ) -> None:
     """Phases._phase with --profile: py-spy samples rushgate's server and what it forked from before the load
     starts until it ends, and profiles() summarises every run's recording under the phase's name."""
-    worker, server, said = tmp_path / "worker.py", tmp_path / "server.py", tmp_path / "said"
-    worker.write_text(SIGNALLED_WORKER)
-    server.write_text(SERVER)
-    child = Child("rushgate", [sys.executable, str(server), str(worker), str(said)], {}, tmp_path / "server.log")
-    child.start()
+    burner = Burner(tmp_path, forked=True)
+    child = Child("rushgate", burner.argv, {}, tmp_path / "server.log").start()
     environment = Environment(tmp_path, "", "", "", "", child_env={})
     environment.apps["rushgate"] = App("rushgate", child, "", [], "/readyz")
     phases = Phases(environment, argparse.Namespace(profile=tmp_path / "profiles"), store)
-
-    async def says(text: str) -> bool:
-        return said.is_file() and said.read_text() == text
-
-    async def burn(times: int) -> dict[str, Any]:
-        os.kill(psutil.Process(child.pid).children()[0].pid, signal.SIGUSR1)
-        await eventually(lambda: says(str(times)), f"the worker to burn for the {times}. time")
-        return {}
-
     try:
-        await eventually(lambda: says("ready"), "the worker to block SIGUSR1")
+        await burner.ready()
         for times in (1, 2):
-            await phases._phase(burn(times), profile_as="the burning phase")
+            await phases._phase(burner.burn(child.pid, times), profile_as="the burning phase")
     finally:
         child.stop()
     profiles = phases.profiles()
