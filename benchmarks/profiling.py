@@ -11,8 +11,8 @@ or below them. py-spy counts a thread idle while it waits in a system call such 
 ``epoll_wait``, and those samples are left out: the shares are of the time a process ran
 Python or native code, not of wall-clock time.
 
-py-spy samples from outside the process, but it reads the process's memory 100 times a
-second and uses some CPU itself, so figures measured with ``--profile`` are not comparable
+py-spy samples from outside the process, but it reads the process's memory RATE_HZ (50) times
+a second and uses some CPU itself, so figures measured with ``--profile`` are not comparable
 with those of a run without it.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -81,8 +82,11 @@ def _frames(stack: str) -> list[str]:
     return [frame for frame in stack.split(";") if not frame.startswith("process ")]
 
 
+@functools.cache
 def _function(frame: str) -> tuple[str, str]:
-    """(function with its file's name, component) of one py-spy frame such as 'send (/x/redis/client.py:12)'."""
+    """(function with its file's name, component) of one py-spy frame such as 'send (/x/redis/client.py:12)'.
+    Cached: a recording repeats the same few hundred frames in thousands of stacks, and component() resolves
+    the frame's path on the file system."""
     match = _FRAME.match(frame)
     if match is None:
         return frame, "other"
