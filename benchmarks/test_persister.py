@@ -1,4 +1,5 @@
-"""The persister's Postgres side: decoding stream entries and one write_events of 1000 events."""
+"""The persister's Postgres side: decoding stream entries and one write_events of 1000 events, by
+COPY (what the persister does with a batch that large) and by the statement alone."""
 
 from __future__ import annotations
 
@@ -54,7 +55,9 @@ def test_decode_1000_stream_entries(
     assert len(events) == EVENTS
 
 
+@pytest.mark.parametrize("copy", [True, False], ids=["copy", "statement"])
 def test_write_events_batch_of_1000(
+    copy: bool,
     benchmark: BenchmarkFixture,
     loop: asyncio.AbstractEventLoop,
     store: RedisStore,
@@ -70,7 +73,7 @@ def test_write_events_batch_of_1000(
         return (), {}
 
     def write() -> None:
-        run(loop, write_events(postgres_connection, events))
+        run(loop, write_events(postgres_connection, events, copy=copy))
 
     benchmark.pedantic(write, setup=setup, rounds=20, warmup_rounds=1)
 
