@@ -47,9 +47,9 @@ logger = logging.getLogger("rushgate.persistence")
 _json = msgspec.json.Encoder()
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One decoded stream entry."""
+class Event(msgspec.Struct, frozen=True):
+    """One decoded stream entry. A Struct rather than a frozen dataclass: made once per entry,
+    it cost 1.36 against 0.11 us (a frozen dataclass sets each field through object.__setattr__)."""
 
     partition: int
     stream_ms: int
