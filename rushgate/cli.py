@@ -228,6 +228,7 @@ def run_recover(settings: Settings, *, force: bool) -> int:
 def run_worker(settings: Settings, command: str) -> int:
     import uvloop
 
+    from rushgate.garbage import settle
     from rushgate.workers import Persister, Sweeper
 
     require_services(settings)
@@ -240,6 +241,7 @@ def run_worker(settings: Settings, command: str) -> int:
         async with _store(settings) as store:
             worker = Persister(store, settings) if command == "persister" else Sweeper(store, settings)
             logger.info("%s started", command)
+            settle()  # rushgate/garbage.py
             await worker.run(stop)
         logger.info("%s stopped", command)
 

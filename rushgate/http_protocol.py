@@ -18,6 +18,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from rushgate.garbage import settle
+
 
 class TurnBufferedTransport:
     """A transport whose writes of one loop turn leave together; everything else is the real one."""
@@ -61,9 +63,15 @@ class TurnBufferedTransport:
 
 
 class TurnBufferedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's HttpToolsProtocol over a TurnBufferedTransport."""
+    """uvicorn's HttpToolsProtocol over a TurnBufferedTransport.
+
+    Its first connection settles the worker's heap (rushgate/garbage.py): uvicorn has no hook
+    in a worker between loading the app and serving, and by the first connection the app and
+    its lifespan's clients are built. Being the server's, it applies alike to every app served
+    this way, the harness's comparison apps included."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        settle()
         # uvloop's TCPTransport quacks like asyncio.Transport without deriving from it.
         buffered: Any = TurnBufferedTransport(transport, self.loop)  # type: ignore[arg-type]
         super().connection_made(buffered)

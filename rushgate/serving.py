@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from rushgate.embedded import die_with_parent
+from rushgate.garbage import settle
 
 UVICORN_OPTIONS: dict[str, Any] = {
     "loop": "uvloop",
@@ -228,4 +229,6 @@ def _load_in_granian_worker(target: str, *, supervisor_pid: int, factory: bool) 
         # supervisor gone nothing would be left to kill it. Requests in flight then fail like those
         # of a crashed worker: a retry with the same Idempotency-Key replays the order.
         stop_with_supervisor(supervisor_pid, signal.SIGKILL)
-    return load_target(target, factory=factory)
+    app = load_target(target, factory=factory)
+    settle()  # before the lifespan's clients, which the first collection then ages
+    return app
