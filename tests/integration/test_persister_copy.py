@@ -14,7 +14,15 @@ from intake.lifecycle_service import AfterSalesService, LifecycleService
 from intake.schemas import CaseIn, CaseItemIn, PaymentIn, ShipIn, StockSetIn, TrackEventIn
 from intake.service import CatalogService, OrderService, Placed
 from persistence.database import connect
-from persistence.writer import COPY_EVENTS_MIN, PERMANENT_ERRORS, Event, decode_entry, prepare_batch, write_events
+from persistence.writer import (
+    COPY_EVENTS_MIN,
+    PERMANENT_ERRORS,
+    Event,
+    _ready_for_copy,
+    decode_entry,
+    prepare_batch,
+    write_events,
+)
 from reservation.records import order_record_decoder
 from reservation.store import RedisStore
 from rushgate.reconcile import drain
@@ -169,3 +177,19 @@ async def test_the_persister_copies_large_batches_and_the_ledger_still_matches(
     assert await count_rows(database, "SELECT count(*) FROM orders WHERE status = 'cancelled'") == 5
     assert await count_rows(database, "SELECT count(*) FROM events") == len(events)
     await assert_ledger_matches(store, database, ["s1"])
+
+
+async def test_a_connection_readied_for_copy_reads_and_takes_moments_as_before(database: str) -> None:
+    """COPY's rows carry epoch milliseconds, so the writer gives the connection its own timestamptz
+    codec: it must read every value as asyncpg does, and still take datetimes as parameters."""
+    moments = "SELECT 'infinity'::timestamptz, '-infinity'::timestamptz, '2026-12-01 01:02:03.456789+00'::timestamptz"
+    plain, readied = await connect(database), await connect(database)
+    try:
+        await _ready_for_copy(readied)
+        assert tuple(await readied.fetchrow(moments)) == tuple(await plain.fetchrow(moments))
+        at = datetime(2026, 12, 1, 1, 2, 3, 456000, tzinfo=UTC)
+        assert await readied.fetchval("SELECT $1::timestamptz", at) == at
+        assert await readied.fetchval("SELECT $1::timestamptz", 1_796_086_923_456) == at
+    finally:
+        await plain.close()
+        await readied.close()
