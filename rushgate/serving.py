@@ -230,5 +230,5 @@ def _load_in_granian_worker(target: str, *, supervisor_pid: int, factory: bool) 
         # of a crashed worker: a retry with the same Idempotency-Key replays the order.
         stop_with_supervisor(supervisor_pid, signal.SIGKILL)
     app = load_target(target, factory=factory)
-    settle()  # before the lifespan's clients, which the first collection then ages
+    settle()  # the app is built; what its lifespan makes later stays in the generations a collection walks
     return app
