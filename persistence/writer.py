@@ -591,24 +591,22 @@ def prepare_batch(events: Sequence[Event], *, copy: bool | None = None) -> Prepa
     audit = audit_rows(events)
     order_rows = [_order_row(order) for order in known_orders]
     case_rows = [_case_row(case) for case in cases]
+    # With COPY, the events and movements go there and the statement has none of them.
+    statement_events, statement_payloads, statement_movements = ([], [], []) if copying else (
+        event_rows, payloads, movement_rows)  # fmt: skip
+    arguments = (
+        _json_rows(statement_events), statement_payloads, _json_rows(order_rows), _json_rows(shipment_rows),
+        _json_rows(item_rows), _json_rows(track_rows), _json_rows(case_rows), _json_rows(refund_rows),
+        _json_rows(statement_movements),
+    )  # fmt: skip
     if not copying:
-        arguments = (
-            _json_rows(event_rows), payloads, _json_rows(order_rows), _json_rows(shipment_rows),
-            _json_rows(item_rows), _json_rows(track_rows), _json_rows(case_rows), _json_rows(refund_rows),
-            _json_rows(movement_rows),
-        )  # fmt: skip
         return PreparedBatch(arguments, config, audit)
     new_shipment_rows, new_item_rows = _shipment_and_item_rows(new_orders)
     copy_rows = CopyRows(
         event_rows, movement_rows, [_order_row(order) for order in new_orders], new_shipment_rows, new_item_rows
     )
-    rest: tuple[Any, ...] | None = None
-    if order_rows or track_rows or case_rows or refund_rows:
-        rest = (
-            "[]", [], _json_rows(order_rows), _json_rows(shipment_rows), _json_rows(item_rows),
-            _json_rows(track_rows), _json_rows(case_rows), _json_rows(refund_rows), "[]",
-        )  # fmt: skip
-    return PreparedBatch(rest, config, audit, copy_rows, events)
+    rest = order_rows or track_rows or case_rows or refund_rows  # shipment and item rows come with order rows
+    return PreparedBatch(arguments if rest else None, config, audit, copy_rows, events)
 
 
 async def write_prepared(connection: asyncpg.Connection, batch: PreparedBatch) -> None:
