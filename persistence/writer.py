@@ -8,6 +8,7 @@ of a dead consumer arrive late), so every guard compares, never assumes.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import struct
@@ -525,6 +526,16 @@ class PreparedBatch:
     audit: list[AuditRow]
     copy: CopyRows | None = None  # rows for COPY, none of them among the arguments' rows
     events: Sequence[Event] = ()  # kept with copy: prepared again for the statement alone if a COPY fails on a key
+    order_ids: frozenset[str] = frozenset()  # with copy: every order the batch writes a row of
+    created_ids: frozenset[str] = frozenset()  # with copy: the orders whose rows go by COPY
+
+    def may_copy_behind(self, earlier: PreparedBatch) -> bool:
+        """Whether this batch's COPY may run while ``earlier`` is still uncommitted on another
+        connection (write_prepared's ``after``): both go by COPY (only their order sets are kept)
+        and this one creates no order the earlier one writes, so the COPY can neither wait on the
+        earlier batch's rows nor make the earlier batch wait on its own (stream positions differ
+        between two reads of a consumer group), which would leave each waiting for the other."""
+        return self.copy is not None and earlier.copy is not None and self.created_ids.isdisjoint(earlier.order_ids)
 
 
 def prepare_batch(events: Sequence[Event], *, copy: bool | None = None) -> PreparedBatch:
@@ -606,11 +617,18 @@ def prepare_batch(events: Sequence[Event], *, copy: bool | None = None) -> Prepa
         event_rows, movement_rows, [_order_row(order) for order in new_orders], new_shipment_rows, new_item_rows
     )
     rest = order_rows or track_rows or case_rows or refund_rows  # shipment and item rows come with order rows
-    return PreparedBatch(arguments if rest else None, config, audit, copy_rows, events)
+    return PreparedBatch(
+        arguments if rest else None, config, audit, copy_rows, events, frozenset(latest_orders), frozenset(created)
+    )
 
 
-async def write_prepared(connection: asyncpg.Connection, batch: PreparedBatch) -> None:
-    """Write a prepared batch atomically.
+async def write_prepared(
+    connection: asyncpg.Connection, batch: PreparedBatch, *, after: asyncio.Future[Any] | None = None
+) -> None:
+    """Write a prepared batch atomically; with ``after`` (an earlier batch being written on another
+    connection), commit only once it has: COPY first, then wait for it, then the statement part and
+    the commit, so rows become visible in stream order and the statement never misses a row the
+    earlier batch is still writing. If ``after`` fails, this transaction is rolled back.
 
     A small batch of order events (the common case at a steady rate) is a single statement, so a
     single round trip: Postgres runs it as its own transaction. A large one (a backlog, a spike) is
@@ -626,12 +644,16 @@ async def write_prepared(connection: asyncpg.Connection, batch: PreparedBatch) -
         try:
             async with connection.transaction():
                 await batch.copy.write(connection)
+                if after is not None:
+                    await after
                 await _write_statements(connection, batch)
             return
         except asyncpg.UniqueViolationError as error:
             logger.info("persister: %s is written already (%s): writing the batch again by upsert", error.table_name,
                         error.constraint_name)  # fmt: skip
             batch = prepare_batch(batch.events, copy=False)
+    if after is not None:
+        await after
     if not batch.config and not batch.audit:
         if batch.arguments is not None:
             await connection.execute(_WRITE_BATCH, *batch.arguments)

@@ -58,6 +58,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     persister_batch_size_max: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
     persister_block_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 200
+    # Postgres connections the persister writes with: 2 writes two batches of a backlog at once.
+    persister_connections: Annotated[int, msgspec.Meta(ge=1, le=2)] = 2
     # After a batch under a quarter full, wait this long before reading the next, so batches grow
     # under a steady load (every Postgres transaction has a fixed cost: a round trip, a commit).
     persister_linger_ms: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 50

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +50,47 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def _local_backend(connection: Connection) -> int | None:
+    """The process id of the connection's Postgres backend when it runs on this machine and can
+    be told apart with certainty, else None: over TCP, a ``postgres`` process whose title names
+    this connection's own port; over a Unix socket, a ``postgres`` child of the process that
+    listens on it (its peer credentials). A remote server's backend id may belong to an
+    unrelated process here, which is never touched."""
+    pid = connection.get_server_pid()
+    transport = getattr(connection, "_transport", None)  # asyncpg's; no public way to the socket
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            name, _, rest = stat_file.read().partition(b") ")
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline_file:
+            title = cmdline_file.read()
+    except OSError:
+        return None
+    if sock is None or not name.endswith(b"(postgres"):
+        return None
+    if sock.family == socket.AF_UNIX:
+        listener_pid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+        parent_pid = int(rest.split()[1])
+        return pid if parent_pid == listener_pid else None
+    local_port = sock.getsockname()[1]
+    return pid if f"({local_port})".encode() in title else None
+
+
+def share_nice(connection: Connection, nice: int) -> bool:
+    """Give the connection's Postgres backend the nice value ``nice`` when it is on this machine
+    and runs as a user this process may renice (as under ``rushgate up``): the persister's
+    nice then covers the Postgres work it asks for too. Returns whether it did."""
+    pid = _local_backend(connection)
+    if pid is None:
+        return False
+    try:
+        if os.getpriority(os.PRIO_PROCESS, pid) < nice:
+            os.setpriority(os.PRIO_PROCESS, pid, nice)
+    except OSError:  # another user's process (a system Postgres), or gone
+        return False
+    return True
+
+
 def small_batch_under(settings: Settings) -> int:
     """A batch under a quarter of persister_batch_size_max is small: the persister is keeping up."""
     return max(1, settings.persister_batch_size_max // 4)
@@ -79,10 +121,16 @@ class Persister:
 
     An entry is acknowledged only after its batch committed, so a crash at any point
     leaves it pending; another persister claims entries idle for ``claim_idle_ms``.
-    A batch that failed for a passing reason (Postgres or Redis away) is kept and
-    retried first, so order is kept as far as the stream allows. An entry that can
-    never be applied (undecodable, or refused by Postgres as data) is recorded in
-    ``dead_letters`` and acknowledged, so it cannot stall the entries behind it.
+    Batches in hand (read ahead, or failed for a passing reason such as Postgres or Redis
+    away) are written in the order they were read, the failed ones first, so order is
+    kept as far as the stream allows. An entry that can never be applied (undecodable,
+    or refused by Postgres as data) is recorded in ``dead_letters`` and acknowledged, so
+    it cannot stall the entries behind it.
+
+    Under a backlog, with a second connection (``persister_connections`` 2), two batches
+    are written at once, each on its own connection: the later one's COPY runs while the
+    earlier one is written, and it commits only after the earlier one did
+    (``PreparedBatch.may_copy_behind`` says when that is safe).
     """
 
     def __init__(self, store: RedisStore, settings: Settings, *, name: str | None = None) -> None:
@@ -90,12 +138,14 @@ class Persister:
         self.settings = settings
         self.name = name or consumer_name()
         self._last_claim = 0.0
-        self._unfinished: _Batch | None = None  # failed for a passing reason: written again first
-        self._ahead: _Batch | None = None  # read while the batch before it was written: written next
+        # Read but not yet committed, in stream order: batches read ahead, and batches whose
+        # write failed for a passing reason; each leaves once written and acknowledged.
+        self._in_hand: list[_Batch] = []
 
     async def run(self, stop: asyncio.Event) -> None:
         _, database_url = require_services(self.settings)
         connection: Connection | None = None
+        second: Connection | None = None
         retry_s = RETRY_S_MIN
         last_trim = 0.0
         try:
@@ -103,8 +153,10 @@ class Persister:
                 try:
                     if connection is None:
                         await self.store.ensure_group(PERSISTER_GROUP)
-                        connection = await connect_database(database_url)
-                    linger_s = persister_linger_s(await self.step(connection), self.settings)
+                        connection = await self._connect(database_url)
+                    if second is None and self.settings.persister_connections > 1:
+                        second = await self._connect(database_url)
+                    linger_s = persister_linger_s(await self.step(connection, second=second), self.settings)
                     if linger_s:
                         await _wait(stop, linger_s)
                     if time.monotonic() - last_trim >= TRIM_INTERVAL_S:
@@ -113,9 +165,10 @@ class Persister:
                     retry_s = RETRY_S_MIN
                 except TRANSIENT_ERRORS as error:
                     logger.warning("persister: %s: %s; retrying in %.2fs", type(error).__name__, error, retry_s)
-                    if connection is not None:
-                        connection.terminate()  # a fresh connection next time; this one may be broken
-                        connection = None
+                    for broken in (connection, second):
+                        if broken is not None:
+                            broken.terminate()  # a fresh connection next time; this one may be broken
+                    connection = second = None
                     await _wait(stop, retry_s)
                     retry_s = min(retry_s * 2, self.settings.persister_retry_ms_max / 1000)
             if connection is not None:
@@ -127,54 +180,74 @@ class Persister:
                     connection.terminate()  # it may be broken: a graceful close could wait on it
                     connection = None
         finally:
-            if connection is not None:
-                await connection.close()
+            for open_connection in (connection, second):
+                if open_connection is not None:
+                    await open_connection.close()
             await self._leave_group()
 
-    async def step(self, connection: Connection, *, read_ahead: bool = True) -> int:
-        """Write one batch: the one that failed last time, else the one read ahead, else claimed
-        entries, else new ones.
+    async def _connect(self, database_url: str) -> Connection:
+        connection = await connect_database(database_url)
+        if self.settings.persister_nice:
+            # Niced, the persister would still keep Postgres busy at full priority on its behalf.
+            nice = os.getpriority(os.PRIO_PROCESS, 0)
+            if share_nice(connection, nice):
+                logger.info("persister: its Postgres backend %d runs at nice %d too", connection.get_server_pid(), nice)
+        return connection
+
+    async def step(self, connection: Connection, *, second: Connection | None = None, read_ahead: bool = True) -> int:
+        """Write the first batch in hand (else claimed entries, else new ones); returns the entries
+        written.
 
         While a batch that is not small is written, the next one is read and prepared (decoded,
         rows encoded): Postgres writes one batch while this process prepares the next, where under
-        a backlog the two used to take turns."""
-        if self._unfinished is None:
-            self._unfinished, self._ahead = self._ahead or self._prepare(await self._next_entries()), None
-        batch = self._unfinished
+        a backlog the two used to take turns. With ``second``, the batch after it is written too,
+        on that connection and committed after it, and two batches are read ahead."""
+        if not self._in_hand:
+            self._in_hand.append(self._prepare(await self._next_entries()))
+        batch = self._in_hand[0]
         if (
             read_ahead
-            and self._ahead is None
             and len(batch.entries) >= small_batch_under(self.settings)
             and not self._claim_due()  # else a backlog would keep stale entries from ever being claimed
         ):
-            written, ahead = await asyncio.gather(
-                self.write(connection, batch), self._read_ahead(), return_exceptions=True
+            behind = self._in_hand[1] if second is not None and len(self._in_hand) > 1 else None
+            if behind is not None and not behind.prepared.may_copy_behind(batch.prepared):
+                behind = None
+            wanted = (2 if second is not None else 1) - (len(self._in_hand) - (2 if behind else 1))
+            writing = (
+                self.write(connection, batch) if behind is None else self._write_two(connection, second, batch, behind)
             )
-            if isinstance(ahead, _Batch):
-                self._ahead = ahead  # delivered to this consumer: kept even if the write failed
+            written, ahead = await asyncio.gather(writing, self._read_ahead(wanted), return_exceptions=True)
+            if isinstance(ahead, list):
+                self._in_hand.extend(ahead)  # delivered to this consumer: kept even if the write failed
             if isinstance(written, BaseException):
                 if isinstance(ahead, Exception):
                     logger.warning("persister: reading ahead failed too: %s: %s", type(ahead).__name__, ahead)
                 raise written
-            self._unfinished = None
             if isinstance(ahead, BaseException):
                 raise ahead
-        elif batch.entries:
-            await self.write(connection, batch)
-        self._unfinished = None
-        return len(batch.entries)
+            return written
+        if batch.entries:
+            return await self.write(connection, batch)
+        self._in_hand.remove(batch)
+        return 0
 
     async def finish(self, connection: Connection) -> None:
         """On a clean stop: write what is in hand (read ahead, or failed last time) rather than
         leave it pending until another persister claims it."""
-        while self._unfinished is not None or self._ahead is not None:
+        while self._in_hand:
             await self.step(connection, read_ahead=False)
 
-    async def _read_ahead(self) -> _Batch | None:
-        entries = await self.store.read_group(
-            PERSISTER_GROUP, self.name, count=self.settings.persister_batch_size_max, block_ms=None
-        )
-        return self._prepare(entries) if entries else None
+    async def _read_ahead(self, batches: int) -> list[_Batch]:
+        ahead: list[_Batch] = []
+        for _ in range(batches):
+            entries = await self.store.read_group(
+                PERSISTER_GROUP, self.name, count=self.settings.persister_batch_size_max, block_ms=None
+            )
+            if not entries:
+                break
+            ahead.append(self._prepare(entries))
+        return ahead
 
     def _claim_due(self) -> bool:
         """Claims are tried every half claim_idle_ms, whatever the load."""
@@ -218,11 +291,32 @@ class Persister:
                 refused.append((entry, error))
         return _Batch(entries, events, refused, prepare_batch([event for _, event in events]))
 
-    async def write(self, connection: Connection, batch: _Batch) -> None:
+    async def _write_two(self, connection: Connection, second: Connection, first: _Batch, behind: _Batch) -> int:
+        """Write first on connection and behind on second at once, behind committing after first.
+        Whatever happens to behind, first's write runs to its end before this returns; if first
+        fails, behind's transaction is rolled back (it waits for first inside it)."""
+        first_written = asyncio.ensure_future(self.write(connection, first))
+        try:
+            behind_written = await self.write(second, behind, after=first_written)
+        except asyncio.CancelledError:
+            first_written.cancel()
+            raise
+        except BaseException:
+            await asyncio.wait([first_written])  # its commit does not depend on behind's
+            if not first_written.cancelled() and (error := first_written.exception()) is not None:
+                logger.warning("persister: the batch before failed too: %s: %s", type(error).__name__, error)
+            raise
+        return first_written.result() + behind_written  # behind's write waited for it
+
+    async def write(self, connection: Connection, batch: _Batch, *, after: asyncio.Future[int] | None = None) -> int:
+        """Write batch, acknowledge its entries and let it go; with ``after`` (an earlier batch's
+        write on another connection), commit only once that one has."""
         refused = list(batch.refused)
         try:
-            await write_prepared(connection, batch.prepared)
+            await write_prepared(connection, batch.prepared, after=after)
         except PERMANENT_ERRORS:
+            if after is not None:
+                await after
             # Find the entries Postgres refuses: apply the batch one entry at a time.
             for entry, event in batch.events:
                 try:
@@ -234,6 +328,11 @@ class Persister:
             logger.error("persister: dead letter %s: %s: %s", entry.entry_id, type(reason).__name__, reason)
             await record_dead_letter(connection, partition, entry.entry_id, entry.fields, reason)
         await self.store.acknowledge(PERSISTER_GROUP, [entry.entry_id for entry in batch.entries])
+        for position, held in enumerate(self._in_hand):
+            if held is batch:
+                del self._in_hand[position]
+                break
+        return len(batch.entries)
 
     async def _leave_group(self) -> None:
         """On a clean stop, remove this consumer's name if it holds nothing, so names do not pile up."""

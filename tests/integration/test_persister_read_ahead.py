@@ -33,7 +33,7 @@ async def backlog(catalog: CatalogService, orders: OrderService, store: RedisSto
 
 async def pending_at(store: RedisStore, consumer: str) -> list[str]:
     """Entries delivered to the consumer and not acknowledged."""
-    rows = await store.client.xpending_range(store.keys.stream, PERSISTER_GROUP, "-", "+", 100, consumername=consumer)
+    rows = await store.client.xpending_range(store.keys.stream, PERSISTER_GROUP, "-", "+", 1000, consumername=consumer)
     return [row["message_id"].decode() for row in rows]
 
 
