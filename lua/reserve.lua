@@ -31,10 +31,16 @@ ARGV[9]  the orders, one flat msgpack array (msgspec on the client packs it in C
          instead of ~20 per order costs both sides far less, and one flat table costs Lua less
          than nested ones). Each order in turn:
            idempotency_key_index, order_key_index, customer_counter_key_index, customer_rate_key_index,
-           client_rate_key_index, order_id, idempotency_key, fingerprint, customer_id, region, order_type,
+           client_rate_key_index, order_id, document_tail, fingerprint, customer_id, region, document_head,
            hold_ttl_ms, allow_split (boolean), line count n,
            then n × sku, qty, sku_config_key_index, sku_stock_key_index
-         (SKUs within one order are distinct: the caller merges duplicates)
+         (SKUs within one order are distinct: the caller merges duplicates).
+         The order document below as the caller packs what it knows: document_head is its array
+         header and fields 1-7 (order_id, 'pending_payment', customer_id, region, order_type,
+         now_ms, now_ms + hold_ttl_ms), document_tail fields 11-21 ('', '', 0, '', 0, '', 0, 1,
+         now_ms, idempotency_key, fingerprint); the script packs fields 8-10, which its decisions
+         make, between them: the same bytes as cmsgpack.pack of the whole table, for a third of
+         the packing (callgrind: packing whole documents was 9 % of a call's instructions).
 
 Returns one entry per order, in order: {code, detail}
   code 1 accepted   detail = order document (msgpack)
@@ -230,10 +236,7 @@ local function hold_order(order, plan)
     call('HINCRBY', counter_key, line.sku, line.qty)
   end
   local expires_ms = now_ms + order.hold_ttl_ms
-  local document = {order.order_id, 'pending_payment', order.customer_id, order.region,
-    order.order_type, now_ms, expires_ms, plan.total, plan.currency, lines,
-    '', '', 0, '', 0, '', 0, 1, now_ms, order.idempotency_key, order.fingerprint}
-  local packed = cmsgpack.pack(document)
+  local packed = order.document_head .. cmsgpack.pack(plan.total, plan.currency, lines) .. order.document_tail
   documents[#documents + 1] = KEYS[order.order_index]
   documents[#documents + 1] = packed
   deadlines[#deadlines + 1] = expires_ms
@@ -342,14 +345,14 @@ while cursor <= flat_length do
     idempotency_index = key_index(flat[cursor]), order_index = key_index(flat[cursor + 1]),
     counter_index = key_index(flat[cursor + 2]), rate_index = key_index(flat[cursor + 3]),
     client_rate_index = key_index(flat[cursor + 4]),
-    order_id = text(flat[cursor + 5]), idempotency_key = text(flat[cursor + 6]), fingerprint = text(flat[cursor + 7]),
-    customer_id = text(flat[cursor + 8]), region = text(flat[cursor + 9]), order_type = text(flat[cursor + 10]),
+    order_id = text(flat[cursor + 5]), document_tail = text(flat[cursor + 6]), fingerprint = text(flat[cursor + 7]),
+    customer_id = text(flat[cursor + 8]), region = text(flat[cursor + 9]), document_head = text(flat[cursor + 10]),
     hold_ttl_ms = tonumber(flat[cursor + 11]), allow_split = flat[cursor + 12] == true,
     lines = {},
   }
   if not order.idempotency_index or not order.order_index or not order.counter_index
-      or not order.rate_index or not order.client_rate_index or not order.order_id or not order.idempotency_key
-      or not order.fingerprint or not order.customer_id or not order.region or not order.order_type
+      or not order.rate_index or not order.client_rate_index or not order.order_id or not order.document_tail
+      or not order.fingerprint or not order.customer_id or not order.region or not order.document_head
       or not order.hold_ttl_ms or type(line_count) ~= 'number' or line_count < 1 or line_count ~= floor(line_count)
       or cursor + 13 + 4 * line_count > flat_length then
     return redis.error_reply('ERR reserve: malformed order ' .. position)

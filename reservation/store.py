@@ -188,17 +188,35 @@ def connect(url: str, *, pool_size_max: int, timeout_ms: int) -> Client:
 
 
 _orders_encoder = msgspec.msgpack.Encoder()
+# Fields 11-18 of a new order's document (reserve.lua's header): cancel_reason, payment_id,
+# paid_amount, payment_method, paid_ms, refund_status, refund_amount, version.
+_DOCUMENT_TAIL_CONSTANTS: tuple[str | int, ...] = ("", "", 0, "", 0, "", 0, 1)
+_DOCUMENT_ARRAY_HEADER = b"\xdc\x00\x15"  # msgpack array 16 of 21 fields, as cmsgpack packs the table
 _RESERVE_CODES = {code.value: code for code in ReserveCode}  # a dict look-up costs less than ReserveCode(n)
 
 
-def _pack_reserve_orders(keys: PartitionKeys, orders: Sequence[OrderRequest]) -> tuple[list[bytes], bytes]:
+def _as_msgpack_str(data: bytes) -> msgspec.Raw:
+    """Bytes as a msgpack str, which Lua's cmsgpack unpacks to a string (it has no bin type)."""
+    size = len(data)
+    header = bytes((0xD9, size)) if size < 0x100 else b"\xda" + size.to_bytes(2, "big")
+    assert size < 0x10000, "an idempotency key and fingerprint are bounded far below this"
+    return msgspec.Raw(header + data)
+
+
+def _pack_reserve_orders(keys: PartitionKeys, orders: Sequence[OrderRequest], now_ms: int) -> tuple[list[bytes], bytes]:
     """KEYS and the packed orders argument of reserve.lua (layout in its header).
 
     Keys are numbered in the order the orders name them. A key that many orders of a batch
     name (a hot SKU's two, the API client's rate key) is made and looked up once per call.
     The keys go out already encoded: redis-py's encoder passes bytes through at once, and a
-    batch sends some five keys per order.
+    batch sends some five keys per order. Each order carries the fields of its document that do
+    not depend on the script's decisions already packed, so Lua packs three values of 21 per
+    order: Redis, which every worker's calls take turns in, spends 5 % fewer instructions an
+    order (170,022 against 179,615 at 100 orders a call; python -m benchmarks.lua_instructions)
+    for ~1.4 us more here, in a worker of which there can be many.
     """
+    encode = _orders_encoder.encode
+    tail_start = encode((*_DOCUMENT_TAIL_CONSTANTS, now_ms))[1:]  # [1:]: without the array header
     table = KeyTable([keys.stream, keys.expiry, keys.dispatch, keys.blocklist, keys.sold_out, keys.metrics])
     index = table.index
     sku_key_indexes: dict[str, tuple[int, int]] = {}
@@ -214,9 +232,15 @@ def _pack_reserve_orders(keys: PartitionKeys, orders: Sequence[OrderRequest]) ->
         if client_index is None:
             client_index = client_key_indexes[client_id] = index(keys.client_rate(client_id))
         items = order.items
+        tail = _as_msgpack_str(tail_start + encode((order.idempotency_key, order.fingerprint))[1:])
+        head = _as_msgpack_str(
+            _DOCUMENT_ARRAY_HEADER
+            + encode((order.order_id, "pending_payment", customer_id, order.region, order.order_type, now_ms,
+                      now_ms + order.hold_ttl_ms))[1:]
+        )  # fmt: skip
         flat += (
             idempotency_index, order_index, counters_index, rate_index, client_index, order.order_id,
-            order.idempotency_key, order.fingerprint, customer_id, order.region, order.order_type, order.hold_ttl_ms,
+            tail, order.fingerprint, customer_id, order.region, head, order.hold_ttl_ms,
             order.allow_split, len(items),
         )  # fmt: skip
         for sku, qty in items:
@@ -279,7 +303,7 @@ class RedisStore:
         limits: AttemptLimits = AttemptLimits(),
     ) -> list[ReserveResult]:
         """Decide every order in one call; each is held all-or-nothing on its own."""
-        script_keys, packed_orders = _pack_reserve_orders(self.keys, orders)
+        script_keys, packed_orders = _pack_reserve_orders(self.keys, orders, now_ms)
         args = [
             now_ms, stream_length_max, idempotency_ttl_ms, limits.attempts_max, limits.window_ms,
             limits.abnormal_attempts_max, limits.cooldown_ms, limits.client_attempts_max, packed_orders,

@@ -57,3 +57,27 @@ async def test_one_order_named_twice_in_a_cancel_batch_is_refused(
         await store.cancel([order, order], reason="customer", now_ms=NOW_MS, due_only=False)
     level = (await store.stock_levels("s1"))["w1"]
     assert (level.available, level.reserved) == (3, 2)
+
+
+async def test_an_accepted_orders_document_is_what_cmsgpack_packs_for_it(
+    catalog: CatalogService, orders: OrderService, store: RedisStore
+) -> None:
+    """The caller packs the document's last eleven fields and the script the first ten: the bytes
+    stored (order, idempotency record, stream entry) are those cmsgpack makes of the whole table,
+    so every other script reads and re-packs them as before."""
+    await setup_region(catalog, "eu", ["w1", "w2"])
+    await add_sku(catalog, "s1", price=500, stock={"w1": 1, "w2": 5})
+    await add_sku(catalog, "s2", price=300, stock={"w1": 5})
+    request = orders.to_request(order_in("c1", {"s1": 3, "s2": 1}, allow_split=True), "key-1", NOW_MS)
+    [result] = await reserve(store, [request])  # type: ignore[misc]
+    order = result.order
+    assert order is not None
+    assert (order.idempotency_key, order.fingerprint, order.version) == ("key-1", request.fingerprint, 1)
+    assert (order.created_ms, order.updated_ms, order.status) == (NOW_MS, NOW_MS, "pending_payment")
+    stored = await store.client.get(store.keys.order(order.order_id))
+    record = await store.client.get(store.keys.idempotency("key-1"))
+    entries = await store.client.xrange(store.keys.stream)
+    [(_, fields)] = [entry for entry in entries if entry[1][b"k"] == b"order_created"]
+    assert stored == record == fields[b"o"]
+    repacked = await store.client.eval("return cmsgpack.pack(cmsgpack.unpack(ARGV[1]))", 0, stored)
+    assert repacked == stored
