@@ -198,8 +198,8 @@ _RESERVE_CODES = {code.value: code for code in ReserveCode}  # a dict look-up co
 def _as_msgpack_str(data: bytes) -> msgspec.Raw:
     """Bytes as a msgpack str, which Lua's cmsgpack unpacks to a string (it has no bin type)."""
     size = len(data)
+    assert size < 0x10000, "a document's ids, idempotency key and fingerprint are bounded far below this"
     header = bytes((0xD9, size)) if size < 0x100 else b"\xda" + size.to_bytes(2, "big")
-    assert size < 0x10000, "an idempotency key and fingerprint are bounded far below this"
     return msgspec.Raw(header + data)
 
 

@@ -60,6 +60,21 @@ class GatedPersister(Persister):
         return await super().write(connection, batch, after=after)
 
 
+async def write_the_rest(
+    persister: Persister, first: asyncpg.Connection, second: asyncpg.Connection, store: RedisStore
+) -> None:
+    """Step until the stream is drained, then write what is in hand, as a clean stop does."""
+    while await store.stream_backlog(PERSISTER_GROUP):
+        await persister.step(first, second=second)
+    await persister.finish(first)
+
+
+async def assert_written_once(store: RedisStore, database: str, backlog: list[str]) -> None:
+    assert await persisted(database) == positions(backlog)
+    assert await pending_at(store, "p") == []
+    await assert_ledger_matches(store, database, ["s1"])
+
+
 async def backend_state(database: str, pid: int) -> str | None:
     probe = await connect(database)
     try:
@@ -93,15 +108,11 @@ async def test_two_batches_are_written_at_once_and_the_later_commits_after_the_e
         persister.gate.set()
         assert await stepping == 2 * BATCH
         assert await persisted(database) == positions(backlog[: 3 * BATCH])
-        while await store.stream_backlog(PERSISTER_GROUP):
-            await persister.step(first, second=second)
-        await persister.finish(first)
+        await write_the_rest(persister, first, second, store)
     finally:
         await first.close()
         await second.close()
-    assert await persisted(database) == positions(backlog)
-    assert await pending_at(store, "p") == []
-    await assert_ledger_matches(store, database, ["s1"])
+    await assert_written_once(store, database, backlog)
 
 
 async def test_when_the_earlier_batch_fails_the_later_is_rolled_back_and_both_are_written_again_in_order(
@@ -120,15 +131,11 @@ async def test_when_the_earlier_batch_fails_the_later_is_rolled_back_and_both_ar
         first = await connect(database)
         assert await persister.step(first, second=second) == 2 * BATCH  # the two failed batches, in order
         assert await persisted(database) == positions(backlog[: 3 * BATCH])
-        while await store.stream_backlog(PERSISTER_GROUP):
-            await persister.step(first, second=second)
-        await persister.finish(first)
+        await write_the_rest(persister, first, second, store)
     finally:
         await first.close()
         await second.close()
-    assert await persisted(database) == positions(backlog)
-    assert await pending_at(store, "p") == []
-    await assert_ledger_matches(store, database, ["s1"])
+    await assert_written_once(store, database, backlog)
 
 
 async def test_a_later_batch_already_written_falls_back_to_the_statement_after_the_earlier_commits(
@@ -149,14 +156,11 @@ async def test_a_later_batch_already_written_falls_back_to_the_statement_after_t
         await persister.step(first, second=second)
         assert await persister.step(first, second=second) == 2 * BATCH
         assert await persisted(database) == positions(backlog[: 3 * BATCH])
-        while await store.stream_backlog(PERSISTER_GROUP):
-            await persister.step(first, second=second)
-        await persister.finish(first)
+        await write_the_rest(persister, first, second, store)
     finally:
         await first.close()
         await second.close()
-    assert await persisted(database) == positions(backlog)
-    await assert_ledger_matches(store, database, ["s1"])
+    await assert_written_once(store, database, backlog)
 
 
 async def test_a_batch_creating_an_order_the_batch_before_writes_is_not_copied_behind_it(

@@ -59,23 +59,25 @@ async def test_one_order_named_twice_in_a_cancel_batch_is_refused(
     assert (level.available, level.reserved) == (3, 2)
 
 
+@pytest.mark.parametrize("key", ["key-1", "k" * 300], ids=["short", "past-str8"])
 async def test_an_accepted_orders_document_is_what_cmsgpack_packs_for_it(
-    catalog: CatalogService, orders: OrderService, store: RedisStore
+    catalog: CatalogService, orders: OrderService, store: RedisStore, key: str
 ) -> None:
-    """The caller packs the document's last eleven fields and the script the first ten: the bytes
-    stored (order, idempotency record, stream entry) are those cmsgpack makes of the whole table,
-    so every other script reads and re-packs them as before."""
+    """The caller packs the document's fields 1-7 and 11-21, the script 8-10: the bytes stored
+    (order, idempotency record, stream entry) are those cmsgpack makes of the whole table, so
+    every other script reads and re-packs them as before. A key longer than the API allows makes
+    the caller's piece longer than 255 bytes (a msgpack str 16)."""
     await setup_region(catalog, "eu", ["w1", "w2"])
     await add_sku(catalog, "s1", price=500, stock={"w1": 1, "w2": 5})
     await add_sku(catalog, "s2", price=300, stock={"w1": 5})
-    request = orders.to_request(order_in("c1", {"s1": 3, "s2": 1}, allow_split=True), "key-1", NOW_MS)
+    request = orders.to_request(order_in("c1", {"s1": 3, "s2": 1}, allow_split=True), key, NOW_MS)
     [result] = await reserve(store, [request])  # type: ignore[misc]
     order = result.order
     assert order is not None
-    assert (order.idempotency_key, order.fingerprint, order.version) == ("key-1", request.fingerprint, 1)
+    assert (order.idempotency_key, order.fingerprint, order.version) == (key, request.fingerprint, 1)
     assert (order.created_ms, order.updated_ms, order.status) == (NOW_MS, NOW_MS, "pending_payment")
     stored = await store.client.get(store.keys.order(order.order_id))
-    record = await store.client.get(store.keys.idempotency("key-1"))
+    record = await store.client.get(store.keys.idempotency(key))
     entries = await store.client.xrange(store.keys.stream)
     [(_, fields)] = [entry for entry in entries if entry[1][b"k"] == b"order_created"]
     assert stored == record == fields[b"o"]
