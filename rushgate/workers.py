@@ -42,6 +42,7 @@ AOF_CHECK_INTERVAL_S = 1.0  # INFO persistence and the metrics hash, once a seco
 AOF_REFUSED_BACKOFF_S = 60.0  # after Redis refused BGREWRITEAOF (a managed Redis may rename it)
 FINISH_TIMEOUT_S = 10.0  # a stopping persister writes what it holds for at most this long
 RETRY_S_MIN = 0.05
+SECOND_CONNECTION_RETRY_S = 30.0  # the persister's second Postgres connection, after it failed
 # What escapes Persister.write is never about the data (that becomes a dead letter), so it is retried.
 TRANSIENT_ERRORS = (RedisError, PostgresError, InterfaceError, OSError, TimeoutError)
 
@@ -146,6 +147,7 @@ class Persister:
         _, database_url = require_services(self.settings)
         connection: Connection | None = None
         second: Connection | None = None
+        second_at = 0.0  # when to try for a second connection next
         retry_s = RETRY_S_MIN
         last_trim = 0.0
         try:
@@ -154,8 +156,16 @@ class Persister:
                     if connection is None:
                         await self.store.ensure_group(PERSISTER_GROUP)
                         connection = await self._connect(database_url)
-                    if second is None and self.settings.persister_connections > 1:
-                        second = await self._connect(database_url)
+                    if second is None and self.settings.persister_connections > 1 and time.monotonic() >= second_at:
+                        try:
+                            second = await self._connect(database_url)
+                        except TRANSIENT_ERRORS as error:  # a connection limit, say: one connection still writes
+                            second_at = time.monotonic() + SECOND_CONNECTION_RETRY_S
+                            logger.warning(
+                                "persister: a second Postgres connection failed: %s: %s; writing with one,"
+                                " trying again in %.0fs",
+                                type(error).__name__, error, SECOND_CONNECTION_RETRY_S,
+                            )  # fmt: skip
                     linger_s = persister_linger_s(await self.step(connection, second=second), self.settings)
                     if linger_s:
                         await _wait(stop, linger_s)

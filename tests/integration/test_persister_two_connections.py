@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from urllib.parse import urlsplit
 
 import asyncpg
 import msgspec
@@ -212,3 +213,33 @@ def test_a_process_that_is_not_the_connections_backend_is_never_reniced() -> Non
     before = os.getpriority(os.PRIO_PROCESS, 0)
     assert share_nice(NotPostgres(), before + 1) is False  # type: ignore[arg-type]
     assert os.getpriority(os.PRIO_PROCESS, 0) == before
+
+
+async def test_a_persister_refused_a_second_connection_writes_with_one(
+    backlog: list[str], store: RedisStore, database: str, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A role limited to one connection (a tight connection budget): the persister says so and
+    writes everything over the one it has, rather than failing over and over."""
+    role = "rg_one_connection"
+    admin = await connect(database)
+    await admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 1")
+    try:
+        await admin.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}")
+        await admin.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}")
+        limited = urlsplit(database)._replace(netloc=f"{role}@{urlsplit(database).netloc.split('@')[-1]}").geturl()
+        persister = Persister(store, msgspec.structs.replace(copy_batches(settings), database_url=limited), name="p")
+        stop = asyncio.Event()
+        running = asyncio.create_task(persister.run(stop))
+
+        async def all_persisted() -> bool:
+            return len(await persisted(database)) == len(backlog)
+
+        await eventually(all_persisted, "every entry written over one connection")
+        stop.set()
+        await running
+    finally:
+        await admin.execute(f"DROP OWNED BY {role}")
+        await admin.execute(f"DROP ROLE {role}")
+        await admin.close()
+    assert "a second Postgres connection failed" in caplog.text
+    await assert_written_once(store, database, backlog)
