@@ -203,8 +203,7 @@ class Recorder:
         assert process is not None, "not started"
         if process.poll() is None:
             with contextlib.suppress(psutil.Error):
-                times = psutil.Process(process.pid).cpu_times()
-                self.cpu_s = times.user + times.system
+                self.cpu_s = _cpu_s(process.pid)
             process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=STOP_TIMEOUT_S)
@@ -215,6 +214,22 @@ class Recorder:
             log = self._log.read_text(errors="replace")[-2000:]
             raise HarnessError(f"py-spy wrote no recording to {self.out} (exit {process.returncode}):\n{log}")
         return self.out
+
+
+def _cpu_s(pid: int) -> float:
+    """A running process's CPU seconds. psutil counts clock ticks (10 ms), which a short recording
+    of a quiet process can stay under; Linux's per-thread schedstat counts nanoseconds, but only
+    for the threads still alive: the larger of the two."""
+    times = psutil.Process(pid).cpu_times()
+    ticks_s = times.user + times.system
+    try:
+        nanoseconds = 0
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as schedstat:
+                nanoseconds += int(schedstat.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return ticks_s
+    return max(ticks_s, nanoseconds / 1e9)
 
 
 def render(label: str, summaries: dict[str, dict[str, Any]], profiler_cpu_s: float | None = None) -> list[str]:
