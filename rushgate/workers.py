@@ -239,7 +239,7 @@ class Persister:
             return written
         if batch.entries:
             return await self.write(connection, batch)
-        self._in_hand.remove(batch)
+        self._let_go(batch)
         return 0
 
     async def finish(self, connection: Connection) -> None:
@@ -338,11 +338,16 @@ class Persister:
             logger.error("persister: dead letter %s: %s: %s", entry.entry_id, type(reason).__name__, reason)
             await record_dead_letter(connection, partition, entry.entry_id, entry.fields, reason)
         await self.store.acknowledge(PERSISTER_GROUP, [entry.entry_id for entry in batch.entries])
+        self._let_go(batch)
+        return len(batch.entries)
+
+    def _let_go(self, batch: _Batch) -> None:
+        """Take a written batch out of hand, found by identity (comparing by value would compare
+        every row)."""
         for position, held in enumerate(self._in_hand):
             if held is batch:
                 del self._in_hand[position]
-                break
-        return len(batch.entries)
+                return
 
     async def _leave_group(self) -> None:
         """On a clean stop, remove this consumer's name if it holds nothing, so names do not pile up."""

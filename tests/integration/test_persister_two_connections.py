@@ -8,7 +8,9 @@ on the row the later COPY inserted, while the later batch waits for the earlier 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -61,6 +63,17 @@ class GatedPersister(Persister):
         return await super().write(connection, batch, after=after)
 
 
+@contextlib.asynccontextmanager
+async def two_connections(database: str) -> AsyncIterator[list[asyncpg.Connection]]:
+    """The persister's two connections, closed at the end (a test may replace one)."""
+    connections = [await connect(database), await connect(database)]
+    try:
+        yield connections
+    finally:
+        for connection in connections:
+            await connection.close()
+
+
 async def write_the_rest(
     persister: Persister, first: asyncpg.Connection, second: asyncpg.Connection, store: RedisStore
 ) -> None:
@@ -88,8 +101,8 @@ async def test_two_batches_are_written_at_once_and_the_later_commits_after_the_e
     backlog: list[str], store: RedisStore, database: str, settings: Settings
 ) -> None:
     persister = GatedPersister(store, copy_batches(settings), name="p")
-    first, second = await connect(database), await connect(database)
-    try:
+    async with two_connections(database) as connections:
+        first, second = connections
         persister.gate.set()
         assert await persister.step(first, second=second) == BATCH  # alone: nothing was read ahead yet
         assert await persisted(database) == positions(backlog[:BATCH])
@@ -110,9 +123,6 @@ async def test_two_batches_are_written_at_once_and_the_later_commits_after_the_e
         assert await stepping == 2 * BATCH
         assert await persisted(database) == positions(backlog[: 3 * BATCH])
         await write_the_rest(persister, first, second, store)
-    finally:
-        await first.close()
-        await second.close()
     await assert_written_once(store, database, backlog)
 
 
@@ -120,8 +130,8 @@ async def test_when_the_earlier_batch_fails_the_later_is_rolled_back_and_both_ar
     backlog: list[str], store: RedisStore, database: str, settings: Settings
 ) -> None:
     persister = Persister(store, copy_batches(settings), name="p")
-    first, second = await connect(database), await connect(database)
-    try:
+    async with two_connections(database) as connections:
+        first, second = connections
         await persister.step(first, second=second)
         assert await pending_at(store, "p") == backlog[BATCH : 3 * BATCH]
         first.terminate()  # Postgres away for the earlier batch: its write fails, the later one's COPY runs
@@ -129,13 +139,10 @@ async def test_when_the_earlier_batch_fails_the_later_is_rolled_back_and_both_ar
             await persister.step(first, second=second)
         assert await persisted(database) == positions(backlog[:BATCH])  # the later batch rolled back
         assert await pending_at(store, "p") == backlog[BATCH : 5 * BATCH]  # all held, none acknowledged
-        first = await connect(database)
+        first = connections[0] = await connect(database)
         assert await persister.step(first, second=second) == 2 * BATCH  # the two failed batches, in order
         assert await persisted(database) == positions(backlog[: 3 * BATCH])
         await write_the_rest(persister, first, second, store)
-    finally:
-        await first.close()
-        await second.close()
     await assert_written_once(store, database, backlog)
 
 
@@ -152,15 +159,12 @@ async def test_a_later_batch_already_written_falls_back_to_the_statement_after_t
     finally:
         await connection.close()
     persister = Persister(store, copy_batches(settings), name="p")
-    first, second = await connect(database), await connect(database)
-    try:
+    async with two_connections(database) as connections:
+        first, second = connections
         await persister.step(first, second=second)
         assert await persister.step(first, second=second) == 2 * BATCH
         assert await persisted(database) == positions(backlog[: 3 * BATCH])
         await write_the_rest(persister, first, second, store)
-    finally:
-        await first.close()
-        await second.close()
     await assert_written_once(store, database, backlog)
 
 
