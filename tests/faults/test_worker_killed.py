@@ -153,32 +153,29 @@ async def test_retries_across_a_killed_worker_give_exactly_one_order_per_idempot
                     if finished == BUYERS:
                         enough_answered.set()  # never wait for a kill point that cannot come
 
+                def worker_with_a_held_script_reply() -> psutil.Process | None:
+                    held_ports = {link.client_port for link in proxy.links if link.carries_scripts and link.held}
+                    for worker in workers:
+                        for connection in worker.net_connections(kind="tcp"):
+                            to_proxy = connection.raddr and connection.raddr.port == proxy_port
+                            if to_proxy and connection.laddr.port in held_ports:
+                                return worker
+                    return None
+
                 async def kill_one_worker() -> None:
                     await enough_answered.wait()
                     if finished == BUYERS:
                         return
                     proxy.holding = True
                     try:
-                        # The worker holding the most connections: the kernel may hand a worker few
-                        # or none for a while (it hashes each new connection onto one worker's socket).
-                        busiest = max(workers, key=lambda worker: connections_on(worker, port))
-                        to_redis = {
-                            connection.laddr.port
-                            for connection in busiest.net_connections(kind="tcp")
-                            if connection.raddr and connection.raddr.port == proxy_port
-                        }
-
-                        def committed_unanswered() -> bool:
-                            return any(
-                                link.carries_scripts and link.held and link.client_port in to_redis
-                                for link in proxy.links
-                            )
-
+                        # Kill the worker whose script channel has a reply held: that worker certainly
+                        # has reservations Redis committed and it never answered. (Picking a worker
+                        # first, say the one with most connections, can pick one with nothing in flight.)
                         async with asyncio.timeout(WAIT_TIMEOUT_S):
-                            while not committed_unanswered():
+                            while (victim := worker_with_a_held_script_reply()) is None:
                                 proxy.held_more.clear()
                                 await proxy.held_more.wait()
-                        busiest.send_signal(signal.SIGKILL)
+                        victim.send_signal(signal.SIGKILL)
                     finally:
                         proxy.release()
 
@@ -192,12 +189,3 @@ async def test_retries_across_a_killed_worker_give_exactly_one_order_per_idempot
     assert all(len(order_ids) == 1 for order_ids in answered.values()), "a retry never created a second order"
     level = (await store.stock_levels("s1"))["w1"]
     assert (level.reserved, level.available) == (orders, 10_000 - orders)
-
-
-def connections_on(process: psutil.Process, port: int) -> int:
-    """Established TCP connections of a process on the server's port."""
-    return sum(
-        1
-        for connection in process.net_connections(kind="tcp")
-        if connection.status == psutil.CONN_ESTABLISHED and connection.laddr and connection.laddr.port == port
-    )
