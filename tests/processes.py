@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import psutil
 
 from reservation.store import connect as connect_redis
 from rushgate.embedded import free_port
@@ -132,3 +133,12 @@ async def redis_config_value(url: str, name: str) -> str:
     finally:
         await client.aclose()
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def connections_on(process: psutil.Process, port: int) -> int:
+    """Established TCP connections of a process on the server's port."""
+    return sum(
+        1
+        for connection in process.net_connections(kind="tcp")
+        if connection.status == psutil.CONN_ESTABLISHED and connection.laddr and connection.laddr.port == port
+    )

@@ -18,9 +18,9 @@ import pytest
 
 from rushgate.serving import STARTUP_FAILURE
 from tests.conftest import Services
-from tests.faults.test_worker_killed import connections_on
 from tests.processes import (
     WAIT_TIMEOUT_S,
+    connections_on,
     eventually,
     run_command,
     running,
