@@ -30,8 +30,9 @@ ARGV[8]  client_attempts_max: orders one API client may send per window (0: no l
 ARGV[9]  the orders, one flat msgpack array (msgspec on the client packs it in C; one argument
          instead of ~20 per order costs both sides far less, and one flat table costs Lua less
          than nested ones). Each order in turn:
-           idempotency_key_index, order_key_index, customer_counter_key_index, customer_rate_key_index,
-           client_rate_key_index, order_id, document_tail, fingerprint, customer_id, region, document_head,
+           idempotency_key_index, order_key_index, customer_counter_key_index, customer_rate_key_index
+           (0 when attempts_max and abnormal_attempts_max are 0), client_rate_key_index (0 when
+           client_attempts_max is 0), order_id, document_tail, fingerprint, customer_id, region, document_head,
            hold_ttl_ms, allow_split (boolean), line count n,
            then n × sku, qty, sku_config_key_index, sku_stock_key_index
          (SKUs within one order are distinct: the caller merges duplicates).
@@ -42,7 +43,7 @@ ARGV[9]  the orders, one flat msgpack array (msgspec on the client packs it in C
          make, between them: the same bytes as cmsgpack.pack of the whole table, for a third of
          the packing (callgrind: packing whole documents was 9 % of a call's instructions).
 
-Returns one entry per order, in order: {code, detail}
+Returns one flat array, two entries per order, in order: code, detail, code, detail, …
   code 1 accepted   detail = order document (msgpack)
   code 2 replayed   detail = order document (msgpack) as it was when accepted
   code 3 sold out            detail = sku
@@ -67,9 +68,9 @@ Order document (msgpack array, 1-based here; mirrored by reservation.records.Ord
   11 cancel_reason 12 payment_id 13 paid_amount 14 payment_method 15 paid_ms
   16 refund_status 17 refund_amount 18 version 19 updated_ms 20 idempotency_key 21 fingerprint
 Stock hash fields per warehouse w: a:w available, r:w reserved, c:w committed, h:w on hand.
-Event fields: k kind (order_created), o order document, t now_ms. No m (movements) field: each
-  document line {sku, wh, qty} is the movement {sku, wh, 'reserve', qty, -qty, qty, 0, 0},
-  and the persister derives it (one pack per order less here).
+Event fields: k kind (order_created), o order document. No t (time) field: it would be the
+  document's updated_ms. No m (movements) field: each document line {sku, wh, qty} is the movement
+  {sku, wh, 'reserve', qty, -qty, qty, 0, 0}, and the persister derives it (one pack per order less).
 Idempotency record: a string, the accepted document (order id and fingerprint are its fields
   1 and 21), expiring after idempotency_ttl_ms.
 ]]
@@ -99,7 +100,6 @@ end
 local function int(value)
   return string.format('%d', value)
 end
-local now_text = int(now_ms)
 
 -- Stock of every SKU the batch touches is read once (HGETALL) and kept here; orders are
 -- decided against these numbers and the changed counters are written once at the end,
@@ -156,94 +156,114 @@ local function sku_config(config_index)
   return config
 end
 
--- Read every line's config and plan its allocation without changing anything.
--- Returns nil plan and {code, detail} when the order cannot be held.
-local function plan_order(order, warehouses)
-  local plan, currency, total = {}, nil, 0
-  local order_lines = order.lines
-  for line_number = 1, #order_lines do
-    local line = order_lines[line_number]
-    local config = sku_config(line.config_index)
+-- The orders are read straight from the flat argument, never copied into a table per order or
+-- per line: `o` below is the index in `flat` where an order starts, and its fields are at
+-- o + 0 idempotency_key_index, 1 order_key_index, 2 customer_counter_key_index,
+-- 3 customer_rate_key_index, 4 client_rate_key_index, 5 order_id, 6 document_tail, 7 fingerprint,
+-- 8 customer_id, 9 region, 10 document_head, 11 hold_ttl_ms, 12 allow_split, 13 line count n, and
+-- line l (1-based) at o + 10 + 4l: sku, qty, sku_config_key_index, sku_stock_key_index.
+-- (Tables made per order were a tenth of a call's instructions: allocation, hashing, collection.)
+local flat
+
+-- The plan of the order being decided: 7 values per piece (sku, warehouse, qty, unit price,
+-- merchant, stock key, safety stock), reused from one order to the next.
+local pieces = {}
+
+-- Read every line's config and plan its allocation into `pieces` without changing anything.
+-- Returns the piece count, currency and total; or nil, code and detail when the order cannot be held.
+local function plan_order(o, warehouses)
+  local count, currency, total = 0, nil, 0
+  for line = o + 14, o + 10 + 4 * flat[o + 13], 4 do
+    local sku, qty = flat[line], flat[line + 1]
+    local config = sku_config(flat[line + 2])
     local price = tonumber(config[1])
-    if not price then return nil, {CODE_UNKNOWN_SKU, line.sku} end
-    if currency and currency ~= config[2] then return nil, {CODE_MIXED_CURRENCY, line.sku} end
+    if not price then return nil, CODE_UNKNOWN_SKU, sku end
+    if currency and currency ~= config[2] then return nil, CODE_MIXED_CURRENCY, sku end
     currency = config[2]
     local starts, ends = tonumber(config[5]), tonumber(config[6])
-    if (starts and now_ms < starts) or (ends and now_ms >= ends) then
-      return nil, {CODE_NOT_OPEN, line.sku}
-    end
+    if (starts and now_ms < starts) or (ends and now_ms >= ends) then return nil, CODE_NOT_OPEN, sku end
     local limit = tonumber(config[4])
     if limit then
-      local bought = tonumber(call('HGET', KEYS[order.counter_index], line.sku) or '0')
-      if bought + line.qty > limit then return nil, {CODE_LIMIT, line.sku} end
+      local bought = tonumber(call('HGET', KEYS[flat[o + 2]], sku) or '0')
+      if bought + qty > limit then return nil, CODE_LIMIT, sku end
     end
     local safety = tonumber(config[7]) or 0
-    local stock_key = KEYS[line.stock_index]
+    local stock_key = KEYS[flat[line + 3]]
     local available = stock_of(stock_key).available
-    local pieces, whole = {}, false
+    local whole = nil
     for warehouse_number = 1, #warehouses do
       local warehouse = warehouses[warehouse_number]
-      local sellable = (available[warehouse] or 0) - safety
-      if sellable >= line.qty then
-        pieces = {{warehouse, line.qty}}
-        whole = true
+      if (available[warehouse] or 0) - safety >= qty then
+        whole = warehouse
         break
       end
-      if sellable > 0 then pieces[#pieces + 1] = {warehouse, sellable} end
     end
-    if not whole then
-      local gathered, split = 0, {}
-      if order.allow_split then
-        for _, piece in ipairs(pieces) do
-          local take = math.min(piece[2], line.qty - gathered)
-          split[#split + 1] = {piece[1], take}
-          gathered = gathered + take
-          if gathered == line.qty then break end
+    if whole then
+      pieces[count * 7 + 1], pieces[count * 7 + 2], pieces[count * 7 + 3] = sku, whole, qty
+      pieces[count * 7 + 4], pieces[count * 7 + 5] = price, config[3]
+      pieces[count * 7 + 6], pieces[count * 7 + 7] = stock_key, safety
+      count = count + 1
+    else
+      local gathered = 0
+      if flat[o + 12] == true then -- allow_split: take what each warehouse has, in dispatch order
+        for warehouse_number = 1, #warehouses do
+          local warehouse = warehouses[warehouse_number]
+          local sellable = (available[warehouse] or 0) - safety
+          if sellable > 0 then
+            local take = math.min(sellable, qty - gathered)
+            pieces[count * 7 + 1], pieces[count * 7 + 2], pieces[count * 7 + 3] = sku, warehouse, take
+            pieces[count * 7 + 4], pieces[count * 7 + 5] = price, config[3]
+            pieces[count * 7 + 6], pieces[count * 7 + 7] = stock_key, safety
+            count = count + 1
+            gathered = gathered + take
+            if gathered == qty then break end
+          end
         end
       end
-      if gathered < line.qty then
-        flag_if_sold_out(line.sku, stock_key, safety)
-        return nil, {CODE_SOLD_OUT, line.sku}
+      if gathered < qty then
+        flag_if_sold_out(sku, stock_key, safety)
+        return nil, CODE_SOLD_OUT, sku
       end
-      pieces = split
     end
-    for _, piece in ipairs(pieces) do
-      plan[#plan + 1] = {line.sku, piece[1], piece[2], price, config[3], stock_key, safety}
-    end
-    total = total + price * line.qty
+    total = total + price * qty
   end
-  return {pieces = plan, currency = currency, total = total}, nil
+  return count, currency, total
 end
 
 -- Written once at the end of the batch: the order documents (MSET) and their deadlines (ZADD).
 local documents, deadlines = {}, {}
 
-local function hold_order(order, plan)
-  local lines, pieces = {}, plan.pieces
-  for piece_number = 1, #pieces do
-    local piece = pieces[piece_number]
-    local sku, warehouse, qty, stock_key, safety = piece[1], piece[2], piece[3], piece[6], piece[7]
+-- A msgpack array header for n elements (n < 65536).
+local function array_header(n)
+  if n < 16 then return string.char(0x90 + n) end
+  return string.char(0xdc, floor(n / 256), n % 256)
+end
+
+local function hold_order(o, count, currency, total)
+  -- The document's lines, {sku, warehouse_id, qty, unit_price, merchant_id} each, packed piece
+  -- by piece: the bytes cmsgpack.pack makes of the nested tables, without making them.
+  local packed_lines = array_header(count)
+  for first = 1, count * 7, 7 do
+    local sku, warehouse, qty, stock_key, safety = pieces[first], pieces[first + 1], pieces[first + 2],
+      pieces[first + 5], pieces[first + 6]
     local levels = stock_of(stock_key)
     levels.available[warehouse] = levels.available[warehouse] - qty
     levels.reserved[warehouse] = (levels.reserved[warehouse] or 0) + qty
     levels.changed[warehouse] = true
     if levels.available[warehouse] - safety <= 0 then flag_if_sold_out(sku, stock_key, safety) end
-    lines[#lines + 1] = {sku, warehouse, qty, piece[4], piece[5]}
+    packed_lines = packed_lines .. '\149' .. cmsgpack.pack(sku, warehouse, qty, pieces[first + 3], pieces[first + 4])
   end
-  local counter_key, order_lines = KEYS[order.counter_index], order.lines
-  for line_number = 1, #order_lines do
-    local line = order_lines[line_number]
-    call('HINCRBY', counter_key, line.sku, line.qty)
+  local counter_key = KEYS[flat[o + 2]]
+  for line = o + 14, o + 10 + 4 * flat[o + 13], 4 do
+    call('HINCRBY', counter_key, flat[line], flat[line + 1])
   end
-  local expires_ms = now_ms + order.hold_ttl_ms
-  local packed = order.document_head .. cmsgpack.pack(plan.total, plan.currency, lines) .. order.document_tail
-  documents[#documents + 1] = KEYS[order.order_index]
-  documents[#documents + 1] = packed
-  deadlines[#deadlines + 1] = expires_ms
-  deadlines[#deadlines + 1] = order.order_id
-  call('SET', KEYS[order.idempotency_index], packed, 'PX', idempotency_ttl_ms)
-  written[order.idempotency_index] = packed
-  call('XADD', stream_key, '*', 'k', 'order_created', 'o', packed, 't', now_text)
+  local packed = flat[o + 10] .. cmsgpack.pack(total, currency) .. packed_lines .. flat[o + 6]
+  local index = #documents
+  documents[index + 1], documents[index + 2] = KEYS[flat[o + 1]], packed
+  deadlines[index + 1], deadlines[index + 2] = now_ms + flat[o + 11], flat[o + 5]
+  call('SET', KEYS[flat[o]], packed, 'PX', idempotency_ttl_ms)
+  written[flat[o]] = packed
+  call('XADD', stream_key, '*', 'k', 'order_created', 'o', packed)
   return packed
 end
 
@@ -258,136 +278,127 @@ local function count_in_window(rate_key)
   return tries, start
 end
 
--- Count this try against the API client's and the customer's windows; a refusal when over
--- a limit, else nil.
-local function count_attempt(order)
+-- Count this try against the API client's and the customer's windows: a refusal's code and
+-- detail when over a limit, else nil.
+local function count_attempt(o)
   if client_attempts_max > 0 then
-    local tries, start = count_in_window(KEYS[order.client_rate_index])
-    if tries > client_attempts_max then return {CODE_RATE_LIMITED, int(start + window_ms - now_ms)} end
+    local tries, start = count_in_window(KEYS[flat[o + 4]])
+    if tries > client_attempts_max then return CODE_RATE_LIMITED, int(start + window_ms - now_ms) end
   end
   if attempts_max == 0 and abnormal_max == 0 then return nil end
-  local rate_key = KEYS[order.rate_index]
+  local rate_key = KEYS[flat[o + 3]]
   local cool = tonumber(call('HGET', rate_key, 'cool') or '0')
-  if cool > now_ms then return {CODE_COOLING_DOWN, int(cool - now_ms)} end
+  if cool > now_ms then return CODE_COOLING_DOWN, int(cool - now_ms) end
   local tries, start = count_in_window(rate_key)
   if abnormal_max > 0 and tries > abnormal_max then
     call('HSET', rate_key, 'cool', int(now_ms + cooldown_ms))
-    return {CODE_COOLING_DOWN, int(cooldown_ms)}
+    return CODE_COOLING_DOWN, int(cooldown_ms)
   end
-  if attempts_max > 0 and tries > attempts_max then return {CODE_RATE_LIMITED, int(start + window_ms - now_ms)} end
+  if attempts_max > 0 and tries > attempts_max then return CODE_RATE_LIMITED, int(start + window_ms - now_ms) end
   return nil
 end
 
-local function decide(order, index)
-  local accepted = written[order.idempotency_index] or records[index]
+-- The order at o, the index-th of the batch: its code and detail.
+local function decide(o, index)
+  local accepted = written[flat[o]] or records[index]
   if accepted then
     local document = cmsgpack.unpack(accepted)
-    if document[21] ~= order.fingerprint then return {CODE_KEY_REUSED, document[1]} end
-    return {CODE_REPLAYED, accepted}
+    if document[21] ~= flat[o + 7] then return CODE_KEY_REUSED, document[1] end
+    return CODE_REPLAYED, accepted
   end
-  local limited = count_attempt(order)
-  if limited then return limited end
+  local limited, wait = count_attempt(o)
+  if limited then return limited, wait end
   stream_length = stream_length or call('XLEN', stream_key)
-  if stream_length >= stream_length_max then return {CODE_BACKLOG_FULL, ''} end
-  local blocked = blocked_cache[order.customer_id]
+  if stream_length >= stream_length_max then return CODE_BACKLOG_FULL, '' end
+  local customer_id = flat[o + 8]
+  local blocked = blocked_cache[customer_id]
   if blocked == nil and blocklist_empty == nil then
     blocklist_empty = call('HLEN', blocklist_key) == 0
   end
   if blocklist_empty then
     blocked = false
   elseif blocked == nil then
-    blocked = call('HEXISTS', blocklist_key, order.customer_id) == 1
-    blocked_cache[order.customer_id] = blocked
+    blocked = call('HEXISTS', blocklist_key, customer_id) == 1
+    blocked_cache[customer_id] = blocked
   end
-  if blocked then return {CODE_BLOCKED, ''} end
-  local warehouses = rule_cache[order.region]
+  if blocked then return CODE_BLOCKED, '' end
+  local region = flat[o + 9]
+  local warehouses = rule_cache[region]
   if warehouses == nil then
-    local rule = call('HGET', dispatch_key, order.region)
+    local rule = call('HGET', dispatch_key, region)
     warehouses = false
     if rule then
       warehouses = {}
       for warehouse in string.gmatch(rule, '[^,]+') do warehouses[#warehouses + 1] = warehouse end
     end
-    rule_cache[order.region] = warehouses
+    rule_cache[region] = warehouses
   end
-  if not warehouses then return {CODE_UNKNOWN_REGION, order.region} end
-  local plan, refusal = plan_order(order, warehouses)
-  if not plan then return refusal end
-  local packed = hold_order(order, plan)
+  if not warehouses then return CODE_UNKNOWN_REGION, region end
+  local count, currency_or_code, total_or_detail = plan_order(o, warehouses)
+  if not count then return currency_or_code, total_or_detail end
+  local packed = hold_order(o, count, currency_or_code, total_or_detail)
   stream_length = stream_length + 1
-  return {CODE_ACCEPTED, packed}
+  return CODE_ACCEPTED, packed
 end
 
 -- Parse and check the whole batch before the first write: a script that fails
 -- half-way keeps the writes it already made.
 local key_count = #KEYS
-local function key_index(value)
-  if type(value) ~= 'number' or value ~= floor(value) or value < 7 or value > key_count then return nil end
-  return value
+local function is_key_index(value)
+  return type(value) == 'number' and value == floor(value) and value >= 7 and value <= key_count
 end
 
-local function text(value)
-  if type(value) ~= 'string' then return nil end
-  return value
-end
-
-local unpacked_ok, flat = pcall(cmsgpack.unpack, ARGV[9] or '')
+-- A rate key index is 0 (no key sent) when the limits that use that key are off.
+local customer_limited, client_limited = attempts_max > 0 or abnormal_max > 0, client_attempts_max > 0
+local unpacked_ok
+unpacked_ok, flat = pcall(cmsgpack.unpack, ARGV[9] or '')
 if not unpacked_ok or type(flat) ~= 'table' or #ARGV ~= 9 then
   return redis.error_reply('ERR reserve: ARGV[9] must be the msgpack array of orders, and the last argument')
 end
--- One flat array (one Lua table to build, not three per order): per order its 13 fields,
--- its line count n, then n × {sku, qty, sku_config_key_index, sku_stock_key_index}.
-local orders, cursor, flat_length = {}, 1, #flat
+-- starts[position]: where the position-th order starts in flat.
+local starts, cursor, flat_length = {}, 1, #flat
 while cursor <= flat_length do
-  local position = #orders + 1
+  local position = #starts + 1
   local line_count = flat[cursor + 13]
-  local order = {
-    idempotency_index = key_index(flat[cursor]), order_index = key_index(flat[cursor + 1]),
-    counter_index = key_index(flat[cursor + 2]), rate_index = key_index(flat[cursor + 3]),
-    client_rate_index = key_index(flat[cursor + 4]),
-    order_id = text(flat[cursor + 5]), document_tail = text(flat[cursor + 6]), fingerprint = text(flat[cursor + 7]),
-    customer_id = text(flat[cursor + 8]), region = text(flat[cursor + 9]), document_head = text(flat[cursor + 10]),
-    hold_ttl_ms = tonumber(flat[cursor + 11]), allow_split = flat[cursor + 12] == true,
-    lines = {},
-  }
-  if not order.idempotency_index or not order.order_index or not order.counter_index
-      or not order.rate_index or not order.client_rate_index or not order.order_id or not order.document_tail
-      or not order.fingerprint or not order.customer_id or not order.region or not order.document_head
-      or not order.hold_ttl_ms or type(line_count) ~= 'number' or line_count < 1 or line_count ~= floor(line_count)
-      or cursor + 13 + 4 * line_count > flat_length then
+  if not is_key_index(flat[cursor]) or not is_key_index(flat[cursor + 1]) or not is_key_index(flat[cursor + 2])
+      or not (is_key_index(flat[cursor + 3]) or (flat[cursor + 3] == 0 and not customer_limited))
+      or not (is_key_index(flat[cursor + 4]) or (flat[cursor + 4] == 0 and not client_limited))
+      or type(flat[cursor + 5]) ~= 'string' or type(flat[cursor + 6]) ~= 'string'
+      or type(flat[cursor + 7]) ~= 'string' or type(flat[cursor + 8]) ~= 'string'
+      or type(flat[cursor + 9]) ~= 'string' or type(flat[cursor + 10]) ~= 'string'
+      or type(flat[cursor + 11]) ~= 'number' or type(line_count) ~= 'number' or line_count < 1
+      or line_count ~= floor(line_count) or cursor + 13 + 4 * line_count > flat_length then
     return redis.error_reply('ERR reserve: malformed order ' .. position)
   end
-  cursor = cursor + 14
+  starts[position] = cursor
   local seen = line_count > 1 and {} or nil
-  for line_number = 1, line_count do
-    local sku, qty = text(flat[cursor]), flat[cursor + 1]
-    local config_index, stock_index = key_index(flat[cursor + 2]), key_index(flat[cursor + 3])
-    if not sku or (seen and seen[sku]) or type(qty) ~= 'number' or qty < 1 or qty ~= floor(qty)
-        or not config_index or not stock_index then
+  for line = cursor + 14, cursor + 10 + 4 * line_count, 4 do
+    local sku, qty = flat[line], flat[line + 1]
+    if type(sku) ~= 'string' or (seen and seen[sku]) or type(qty) ~= 'number' or qty < 1 or qty ~= floor(qty)
+        or not is_key_index(flat[line + 2]) or not is_key_index(flat[line + 3]) then
       return redis.error_reply('ERR reserve: malformed or repeated line in order ' .. position)
     end
     if seen then seen[sku] = true end
-    order.lines[line_number] = {sku = sku, qty = qty, config_index = config_index, stock_index = stock_index}
-    cursor = cursor + 4
   end
-  orders[position] = order
+  cursor = cursor + 14 + 4 * line_count
 end
 
 -- Every order's idempotency record, read with one MGET (false: none). An order of this batch
 -- may repeat an earlier one's key: records written by this batch are looked up first.
 local CHUNK = 1000
-for first = 1, #orders, CHUNK do
-  local last = math.min(first + CHUNK - 1, #orders)
+for first = 1, #starts, CHUNK do
+  local last = math.min(first + CHUNK - 1, #starts)
   local keys = {}
-  for index = first, last do keys[#keys + 1] = KEYS[orders[index].idempotency_index] end
+  for index = first, last do keys[#keys + 1] = KEYS[flat[starts[index]]] end
   local found = call('MGET', unpack(keys))
   for offset = 1, #found do records[first + offset - 1] = found[offset] end
 end
 
+-- One flat reply, code and detail per order (a table per order would cost one more allocation each).
 local results, counts = {}, {}
-for index = 1, #orders do
-  results[index] = decide(orders[index], index)
-  local code = results[index][1]
+for index = 1, #starts do
+  local code, detail = decide(starts[index], index)
+  results[2 * index - 1], results[2 * index] = code, detail
   counts[code] = (counts[code] or 0) + 1
 end
 

@@ -75,9 +75,11 @@ def decode_entry(partition: int, entry_id: str, fields: dict[bytes, bytes]) -> E
     """Decode one entry; a malformed entry is a bug upstream and fails loudly."""
     stream_ms, stream_seq = (int(part) for part in entry_id.split("-"))
     kind = fields[b"k"].decode()
-    occurred_ms = int(fields[b"t"])
+    occurred = fields.get(b"t")
     if kind in ORDER_EVENT_KINDS:
         order = order_record_decoder.decode(fields[b"o"])
+        # reserve.lua leaves t out of order_created: it is the document's updated_ms (and created_ms).
+        occurred_ms = int(occurred) if occurred is not None else order.updated_ms
         packed_movements = fields.get(b"m")
         if packed_movements is not None:
             movements = movements_decoder.decode(packed_movements)
@@ -85,6 +87,7 @@ def decode_entry(partition: int, entry_id: str, fields: dict[bytes, bytes]) -> E
             movements = _derived_movements(kind, order, entry_id)
         case = case_record_decoder.decode(fields[b"c"]) if b"c" in fields else None
         return Event(partition, stream_ms, stream_seq, kind, occurred_ms, order, movements, None, case)
+    occurred_ms = int(fields[b"t"])
     audit_field = fields.get(b"u")  # absent from events written before the audit log existed
     if kind == "stock_changed":
         change = stock_change_decoder.decode(fields[b"d"])

@@ -6,7 +6,7 @@ import pytest
 from msgspec.structs import replace
 
 from intake.service import CatalogService, OrderService
-from reservation.store import RedisStore, ResponseError
+from reservation.store import AttemptLimits, RedisStore, ResponseError, _pack_reserve_orders
 from tests.support import add_sku, order_in, setup_region
 
 NOW_MS = 1_900_000_000_000
@@ -83,3 +83,49 @@ async def test_an_accepted_orders_document_is_what_cmsgpack_packs_for_it(
     assert stored == record == fields[b"o"]
     repacked = await store.client.eval("return cmsgpack.pack(cmsgpack.unpack(ARGV[1]))", 0, stored)
     assert repacked == stored
+
+
+async def test_a_document_of_many_pieces_is_what_cmsgpack_packs_for_it(
+    catalog: CatalogService, orders: OrderService, store: RedisStore
+) -> None:
+    """The script packs the lines piece by piece without making tables: a line split over two
+    warehouses and more than 15 pieces (a msgpack array 16 header) give cmsgpack's bytes too."""
+    await setup_region(catalog, "eu", ["w1", "w2"])
+    await add_sku(catalog, "split", price=700, stock={"w1": 2, "w2": 2})
+    items = {"split": 3}
+    for number in range(16):
+        await add_sku(catalog, f"s{number}", price=100 + number, stock={"w2": 1})
+        items[f"s{number}"] = 1
+    request = orders.to_request(order_in("c1", items, allow_split=True), "many", NOW_MS)
+    [result] = await reserve(store, [request])  # type: ignore[misc]
+    order = result.order
+    assert order is not None
+    pieces = [(line.sku, line.warehouse_id, line.qty) for line in order.lines]
+    assert len(pieces) == 18
+    assert pieces[:2] == [("split", "w1", 2), ("split", "w2", 1)]
+    assert order.total == 700 * 3 + sum(100 + number for number in range(16))
+    stored = await store.client.get(store.keys.order(order.order_id))
+    repacked = await store.client.eval("return cmsgpack.pack(cmsgpack.unpack(ARGV[1]))", 0, stored)
+    assert repacked == stored
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [AttemptLimits(attempts_max=5), AttemptLimits(abnormal_attempts_max=5), AttemptLimits(client_attempts_max=5)],
+    ids=["customer", "abnormal", "client"],
+)
+async def test_an_order_without_the_rate_key_a_limit_needs_is_refused(
+    stocked: None, orders: OrderService, store: RedisStore, limits: AttemptLimits
+) -> None:
+    """The caller leaves a rate key out (index 0) only while the limits that use it are off."""
+    request = orders.to_request(order_in("c1", {"s1": 1}), "k1", NOW_MS)
+    keys, packed = _pack_reserve_orders(store.keys, [request], NOW_MS, AttemptLimits())  # no rate keys
+    args = [NOW_MS, 10_000, 60_000, limits.attempts_max, limits.window_ms, limits.abnormal_attempts_max,
+            limits.cooldown_ms, limits.client_attempts_max, packed]  # fmt: skip
+    events_before = await store.stream_length()
+    with pytest.raises(ResponseError, match="malformed order 1"):
+        await store._call("reserve", keys, args)
+    await assert_nothing_written(store, events_before)
+    keys, packed = _pack_reserve_orders(store.keys, [request], NOW_MS, limits)
+    [code, _] = await store._call("reserve", keys, [*args[:-1], packed])
+    assert code == 1
