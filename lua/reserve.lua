@@ -78,10 +78,8 @@ Idempotency record: a string, the accepted document (order id and fingerprint ar
 -- Globals read per order, kept in locals (a global is a table look-up in Lua 5.1).
 local call, type, tonumber, floor = redis.call, type, tonumber, math.floor
 
-local CODE_ACCEPTED, CODE_REPLAYED, CODE_SOLD_OUT, CODE_LIMIT = 1, 2, 3, 4
-local CODE_NOT_OPEN, CODE_BLOCKED, CODE_KEY_REUSED, CODE_UNKNOWN_SKU = 5, 6, 7, 8
-local CODE_UNKNOWN_REGION, CODE_BACKLOG_FULL, CODE_MIXED_CURRENCY = 9, 10, 11
-local CODE_RATE_LIMITED, CODE_COOLING_DOWN = 12, 13
+-- Result codes are written as numbers (the list is in the header): a named local would be one
+-- more upvalue for every function that returns it, captured anew on every call.
 
 local stream_key, expiry_key, dispatch_key, blocklist_key, sold_out_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local metrics_key = KEYS[6]
@@ -177,15 +175,15 @@ local function plan_order(o, warehouses)
     local sku, qty = flat[line], flat[line + 1]
     local config = sku_config(flat[line + 2])
     local price = tonumber(config[1])
-    if not price then return nil, CODE_UNKNOWN_SKU, sku end
-    if currency and currency ~= config[2] then return nil, CODE_MIXED_CURRENCY, sku end
+    if not price then return nil, 8, sku end -- unknown sku
+    if currency and currency ~= config[2] then return nil, 11, sku end -- mixed currencies
     currency = config[2]
     local starts, ends = tonumber(config[5]), tonumber(config[6])
-    if (starts and now_ms < starts) or (ends and now_ms >= ends) then return nil, CODE_NOT_OPEN, sku end
+    if (starts and now_ms < starts) or (ends and now_ms >= ends) then return nil, 5, sku end -- sale not open
     local limit = tonumber(config[4])
     if limit then
       local bought = tonumber(call('HGET', KEYS[flat[o + 2]], sku) or '0')
-      if bought + qty > limit then return nil, CODE_LIMIT, sku end
+      if bought + qty > limit then return nil, 4, sku end -- purchase limit
     end
     local safety = tonumber(config[7]) or 0
     local stock_key = KEYS[flat[line + 3]]
@@ -222,7 +220,7 @@ local function plan_order(o, warehouses)
       end
       if gathered < qty then
         flag_if_sold_out(sku, stock_key, safety)
-        return nil, CODE_SOLD_OUT, sku
+        return nil, 3, sku -- sold out
       end
     end
     total = total + price * qty
@@ -283,18 +281,18 @@ end
 local function count_attempt(o)
   if client_attempts_max > 0 then
     local tries, start = count_in_window(KEYS[flat[o + 4]])
-    if tries > client_attempts_max then return CODE_RATE_LIMITED, int(start + window_ms - now_ms) end
+    if tries > client_attempts_max then return 12, int(start + window_ms - now_ms) end -- rate limited
   end
   if attempts_max == 0 and abnormal_max == 0 then return nil end
   local rate_key = KEYS[flat[o + 3]]
   local cool = tonumber(call('HGET', rate_key, 'cool') or '0')
-  if cool > now_ms then return CODE_COOLING_DOWN, int(cool - now_ms) end
+  if cool > now_ms then return 13, int(cool - now_ms) end -- cooling down
   local tries, start = count_in_window(rate_key)
   if abnormal_max > 0 and tries > abnormal_max then
     call('HSET', rate_key, 'cool', int(now_ms + cooldown_ms))
-    return CODE_COOLING_DOWN, int(cooldown_ms)
+    return 13, int(cooldown_ms) -- cooling down
   end
-  if attempts_max > 0 and tries > attempts_max then return CODE_RATE_LIMITED, int(start + window_ms - now_ms) end
+  if attempts_max > 0 and tries > attempts_max then return 12, int(start + window_ms - now_ms) end -- rate limited
   return nil
 end
 
@@ -303,13 +301,13 @@ local function decide(o, index)
   local accepted = written[flat[o]] or records[index]
   if accepted then
     local document = cmsgpack.unpack(accepted)
-    if document[21] ~= flat[o + 7] then return CODE_KEY_REUSED, document[1] end
-    return CODE_REPLAYED, accepted
+    if document[21] ~= flat[o + 7] then return 7, document[1] end -- key reused
+    return 2, accepted -- replayed
   end
   local limited, wait = count_attempt(o)
   if limited then return limited, wait end
   stream_length = stream_length or call('XLEN', stream_key)
-  if stream_length >= stream_length_max then return CODE_BACKLOG_FULL, '' end
+  if stream_length >= stream_length_max then return 10, '' end -- backlog full
   local customer_id = flat[o + 8]
   local blocked = blocked_cache[customer_id]
   if blocked == nil and blocklist_empty == nil then
@@ -321,7 +319,7 @@ local function decide(o, index)
     blocked = call('HEXISTS', blocklist_key, customer_id) == 1
     blocked_cache[customer_id] = blocked
   end
-  if blocked then return CODE_BLOCKED, '' end
+  if blocked then return 6, '' end -- customer blocked
   local region = flat[o + 9]
   local warehouses = rule_cache[region]
   if warehouses == nil then
@@ -333,12 +331,12 @@ local function decide(o, index)
     end
     rule_cache[region] = warehouses
   end
-  if not warehouses then return CODE_UNKNOWN_REGION, region end
+  if not warehouses then return 9, region end -- unknown region
   local count, currency_or_code, total_or_detail = plan_order(o, warehouses)
   if not count then return currency_or_code, total_or_detail end
   local packed = hold_order(o, count, currency_or_code, total_or_detail)
   stream_length = stream_length + 1
-  return CODE_ACCEPTED, packed
+  return 1, packed -- accepted
 end
 
 -- Parse and check the whole batch before the first write: a script that fails
