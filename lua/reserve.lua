@@ -144,11 +144,16 @@ local stream_length, blocklist_empty = nil, nil
 local records, written = {}, {}
 
 
+-- A SKU's config, its numbers parsed once per batch (tonumber of a string is a strtod):
+-- {price or nil, currency, merchant_id, per_customer_limit or nil, sale_starts_ms or nil,
+--  sale_ends_ms or nil, safety_stock (0 when unset)}; no price: the SKU is unknown.
 local function sku_config(config_index)
   local config = config_cache[config_index]
   if not config then
     config = call('HMGET', KEYS[config_index], 'price', 'currency', 'merchant_id',
       'per_customer_limit', 'sale_starts_ms', 'sale_ends_ms', 'safety_stock')
+    config[1], config[4], config[5] = tonumber(config[1]), tonumber(config[4]), tonumber(config[5])
+    config[6], config[7] = tonumber(config[6]), tonumber(config[7]) or 0
     config_cache[config_index] = config
   end
   return config
@@ -174,18 +179,18 @@ local function plan_order(o, warehouses)
   for line = o + 14, o + 10 + 4 * flat[o + 13], 4 do
     local sku, qty = flat[line], flat[line + 1]
     local config = sku_config(flat[line + 2])
-    local price = tonumber(config[1])
+    local price = config[1]
     if not price then return nil, 8, sku end -- unknown sku
     if currency and currency ~= config[2] then return nil, 11, sku end -- mixed currencies
     currency = config[2]
-    local starts, ends = tonumber(config[5]), tonumber(config[6])
+    local starts, ends = config[5], config[6]
     if (starts and now_ms < starts) or (ends and now_ms >= ends) then return nil, 5, sku end -- sale not open
-    local limit = tonumber(config[4])
+    local limit = config[4]
     if limit then
       local bought = tonumber(call('HGET', KEYS[flat[o + 2]], sku) or '0')
       if bought + qty > limit then return nil, 4, sku end -- purchase limit
     end
-    local safety = tonumber(config[7]) or 0
+    local safety = config[7]
     local stock_key = KEYS[flat[line + 3]]
     local available = stock_of(stock_key).available
     local whole = nil
@@ -341,9 +346,10 @@ end
 
 -- Parse and check the whole batch before the first write: a script that fails
 -- half-way keeps the writes it already made.
-local key_count = #KEYS
+-- KEYS holds exactly the integers 1..#KEYS: a value it has is a whole number in range (so the
+-- comparison is safe), without the type() and floor() calls a check per value would make.
 local function is_key_index(value)
-  return type(value) == 'number' and value == floor(value) and value >= 7 and value <= key_count
+  return KEYS[value] ~= nil and value >= 7
 end
 
 -- A rate key index is 0 (no key sent) when the limits that use that key are off.
@@ -365,14 +371,14 @@ while cursor <= flat_length do
       or type(flat[cursor + 7]) ~= 'string' or type(flat[cursor + 8]) ~= 'string'
       or type(flat[cursor + 9]) ~= 'string' or type(flat[cursor + 10]) ~= 'string'
       or type(flat[cursor + 11]) ~= 'number' or type(line_count) ~= 'number' or line_count < 1
-      or line_count ~= floor(line_count) or cursor + 13 + 4 * line_count > flat_length then
+      or line_count % 1 ~= 0 or cursor + 13 + 4 * line_count > flat_length then
     return redis.error_reply('ERR reserve: malformed order ' .. position)
   end
   starts[position] = cursor
   local seen = line_count > 1 and {} or nil
   for line = cursor + 14, cursor + 10 + 4 * line_count, 4 do
     local sku, qty = flat[line], flat[line + 1]
-    if type(sku) ~= 'string' or (seen and seen[sku]) or type(qty) ~= 'number' or qty < 1 or qty ~= floor(qty)
+    if type(sku) ~= 'string' or (seen and seen[sku]) or type(qty) ~= 'number' or qty < 1 or qty % 1 ~= 0
         or not is_key_index(flat[line + 2]) or not is_key_index(flat[line + 3]) then
       return redis.error_reply('ERR reserve: malformed or repeated line in order ' .. position)
     end
