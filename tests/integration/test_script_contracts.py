@@ -37,7 +37,7 @@ async def test_repeated_sku_lines_are_refused_whole(stocked: None, orders: Order
     await assert_nothing_written(store, events_before)
 
 
-@pytest.mark.parametrize("qty", [0, -1, 1.5])
+@pytest.mark.parametrize("qty", [0, -1, 1.5, float("inf")])
 async def test_a_bad_quantity_in_a_later_order_leaves_the_earlier_ones_unwritten(
     stocked: None, orders: OrderService, store: RedisStore, qty: float
 ) -> None:
