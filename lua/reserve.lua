@@ -193,40 +193,33 @@ local function plan_order(o, warehouses)
     local safety = config[7]
     local stock_key = KEYS[flat[line + 3]]
     local available = stock_of(stock_key).available
-    local whole = nil
+    -- The first warehouse, in dispatch order, that has the whole line; else, if the order allows
+    -- splitting, every warehouse in that order, each giving what it has; else none.
+    local first, last = 1, 0
     for warehouse_number = 1, #warehouses do
-      local warehouse = warehouses[warehouse_number]
-      if (available[warehouse] or 0) - safety >= qty then
-        whole = warehouse
+      if (available[warehouses[warehouse_number]] or 0) - safety >= qty then
+        first, last = warehouse_number, warehouse_number
         break
       end
     end
-    if whole then
-      pieces[count * 7 + 1], pieces[count * 7 + 2], pieces[count * 7 + 3] = sku, whole, qty
-      pieces[count * 7 + 4], pieces[count * 7 + 5] = price, config[3]
-      pieces[count * 7 + 6], pieces[count * 7 + 7] = stock_key, safety
-      count = count + 1
-    else
-      local gathered = 0
-      if flat[o + 12] == true then -- allow_split: take what each warehouse has, in dispatch order
-        for warehouse_number = 1, #warehouses do
-          local warehouse = warehouses[warehouse_number]
-          local sellable = (available[warehouse] or 0) - safety
-          if sellable > 0 then
-            local take = math.min(sellable, qty - gathered)
-            pieces[count * 7 + 1], pieces[count * 7 + 2], pieces[count * 7 + 3] = sku, warehouse, take
-            pieces[count * 7 + 4], pieces[count * 7 + 5] = price, config[3]
-            pieces[count * 7 + 6], pieces[count * 7 + 7] = stock_key, safety
-            count = count + 1
-            gathered = gathered + take
-            if gathered == qty then break end
-          end
-        end
+    if last == 0 and flat[o + 12] == true then last = #warehouses end -- allow_split
+    local gathered = 0
+    for warehouse_number = first, last do
+      local warehouse = warehouses[warehouse_number]
+      local take = (available[warehouse] or 0) - safety
+      if take > qty - gathered then take = qty - gathered end
+      if take > 0 then
+        pieces[count * 7 + 1], pieces[count * 7 + 2], pieces[count * 7 + 3] = sku, warehouse, take
+        pieces[count * 7 + 4], pieces[count * 7 + 5] = price, config[3]
+        pieces[count * 7 + 6], pieces[count * 7 + 7] = stock_key, safety
+        count = count + 1
+        gathered = gathered + take
+        if gathered == qty then break end
       end
-      if gathered < qty then
-        flag_if_sold_out(sku, stock_key, safety)
-        return nil, 3, sku -- sold out
-      end
+    end
+    if gathered < qty then
+      flag_if_sold_out(sku, stock_key, safety)
+      return nil, 3, sku -- sold out
     end
     total = total + price * qty
   end

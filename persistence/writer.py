@@ -78,10 +78,10 @@ def decode_entry(partition: int, entry_id: str, fields: dict[bytes, bytes]) -> E
         raise ValueError(f"malformed entry id {entry_id!r}")
     stream_ms, stream_seq = int(milliseconds), int(sequence)
     kind = fields[b"k"].decode()
-    occurred = fields.get(b"t")
     if kind in ORDER_EVENT_KINDS:
         order = order_record_decoder.decode(fields[b"o"])
         # reserve.lua leaves t out of order_created: it is the document's updated_ms (and created_ms).
+        occurred = fields.get(b"t")
         occurred_ms = int(occurred) if occurred is not None else order.updated_ms
         packed_movements = fields.get(b"m")
         if packed_movements is not None:
