@@ -12,7 +12,7 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from benchmarks.support import order_requests, reserve, run
-from persistence.writer import Event, decode_entry, write_events
+from persistence.writer import Event, decode_entries, write_events
 from reservation.outcomes import ReserveCode
 from reservation.store import RedisStore, StreamEntry
 from tests.conftest import TABLES, ManualClock
@@ -25,7 +25,7 @@ RESERVE_CALL_ORDERS = 100
 def order_created_entries(
     loop: asyncio.AbstractEventLoop, store: RedisStore, hot_sku: str, clock: ManualClock
 ) -> list[StreamEntry]:
-    """1000 order_created entries, as reserve.lua appended them to the stream."""
+    """1000 orders as reserve.lua appended them to the stream: 10 orders_created entries of 100."""
     numbers = itertools.count()
 
     async def create() -> list[StreamEntry]:
@@ -34,21 +34,25 @@ def order_created_entries(
             assert {result.code for result in results} == {ReserveCode.ACCEPTED}
         raw = await store.client.xrange(store.keys.stream)
         entries = [StreamEntry(entry_id.decode(), fields) for entry_id, fields in raw]
-        return [entry for entry in entries if entry.fields[b"k"] == b"order_created"]
+        return [entry for entry in entries if entry.fields[b"k"] == b"orders_created"]
 
     entries = run(loop, create())
-    assert len(entries) == EVENTS
+    assert len(entries) == EVENTS // RESERVE_CALL_ORDERS
     return entries
 
 
 def test_decode_1000_stream_entries(
     benchmark: BenchmarkFixture, store: RedisStore, order_created_entries: list[StreamEntry]
 ) -> None:
-    """decode_entry() of 1000 order_created stream entries (msgpack order documents and movements)."""
+    """decode_entries() of 10 orders_created stream entries of 100 orders each (documents and movements)."""
     partition = store.keys.partition
 
     def decode_all() -> list[Event]:
-        return [decode_entry(partition, entry.entry_id, entry.fields) for entry in order_created_entries]
+        return [
+            event
+            for entry in order_created_entries
+            for event in decode_entries(partition, entry.entry_id, entry.fields)
+        ]
 
     events = benchmark(decode_all)
 
@@ -66,7 +70,9 @@ def test_write_events_batch_of_1000(
 ) -> None:
     """write_events() of 1000 decoded order_created events: one transaction into emptied tables."""
     partition = store.keys.partition
-    events = [decode_entry(partition, entry.entry_id, entry.fields) for entry in order_created_entries]
+    events = [
+        event for entry in order_created_entries for event in decode_entries(partition, entry.entry_id, entry.fields)
+    ]
 
     def setup() -> tuple[tuple[()], dict[str, Any]]:
         run(loop, postgres_connection.execute(f"TRUNCATE {TABLES}"))

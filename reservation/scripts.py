@@ -19,6 +19,7 @@ SCRIPT_NAMES = (
     "stock_transfer",
     "config_put",
     "keys_exist",
+    "ack",
     "ship",
     "track",
     "confirm",

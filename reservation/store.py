@@ -8,8 +8,9 @@ that lost its script cache (restart, failover) gets them again on NOSCRIPT.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import hiredis
@@ -45,6 +46,11 @@ from reservation.records import (
     order_record_decoder,
 )
 from reservation.scripts import Script, read_scripts
+
+STREAM_EXTRA_EVENTS = b"stream_extra_events"
+"""The metrics hash's field counting the events stream entries hold beyond one each (reserve.lua,
+ack.lua): the backlog in events is the entries plus this."""
+EMPTY: Mapping[str, int] = MappingProxyType({})
 
 __all__ = ["Client", "RedisError", "RedisStore", "ResponseError", "connect"]
 
@@ -355,7 +361,7 @@ class RedisStore:
     async def gauges(self, group: str) -> dict[str, int]:
         """Counters of decided orders by code, and the backlogs an operator watches."""
         counters = await self.client.hgetall(self.keys.metrics)
-        result = {field.decode(): int(value) for field, value in counters.items()}
+        result = {field.decode(): int(value) for field, value in counters.items() if field.startswith(b"reserve_")}
         result["holds_outstanding"] = int(await self.client.zcard(self.keys.expiry))
         result["sold_out_skus"] = int(await self.client.scard(self.keys.sold_out))
         try:
@@ -839,9 +845,18 @@ class RedisStore:
         if not pending:
             await self.client.xgroup_delconsumer(self.keys.stream, group, consumer)
 
-    async def acknowledge(self, group: str, entry_ids: Sequence[str]) -> None:
-        if entry_ids:
+    async def acknowledge(self, group: str, entry_ids: Sequence[str], extra_events: Mapping[str, int] = EMPTY) -> None:
+        """XACK the entries; ``extra_events``: for entries that held several orders, the orders beyond
+        the first, taken off the count reserve.lua's backlog bound adds to XLEN (ack.lua)."""
+        if not entry_ids:
+            return
+        if not extra_events:
             await self.client.xack(self.keys.stream, group, *entry_ids)
+            return
+        multi = [value for entry_id in entry_ids if entry_id in extra_events
+                 for value in (entry_id, extra_events[entry_id])]  # fmt: skip
+        others = [entry_id for entry_id in entry_ids if entry_id not in extra_events]
+        await self._call("ack", [self.keys.stream, self.keys.metrics], [group, len(multi) // 2, *multi, *others])
 
     async def trim_consumed(self, group: str) -> None:
         """Drop entries every consumer of the group has acknowledged (and only those)."""
@@ -859,13 +874,15 @@ class RedisStore:
         await self.client.xtrim(self.keys.stream, minid=oldest)
 
     async def stream_backlog(self, group: str) -> int:
-        """Entries not yet acknowledged by the group: pending plus never delivered."""
+        """Events not yet acknowledged by the group: its pending and never delivered entries, plus
+        the orders beyond the first of those that hold several (reserve.lua's orders_created)."""
         info = await self.client.xinfo_groups(self.keys.stream)
+        extra = int(await self.client.hget(self.keys.metrics, STREAM_EXTRA_EVENTS) or 0)
         for item in info:
             if item["name"].decode() == group:
                 lag = item.get("lag")
-                return int(item["pending"]) + int(lag or 0)
-        return int(await self.client.xlen(self.keys.stream))
+                return int(item["pending"]) + int(lag or 0) + extra
+        return int(await self.client.xlen(self.keys.stream)) + extra
 
     async def stream_length(self) -> int:
         return int(await self.client.xlen(self.keys.stream))

@@ -18,11 +18,14 @@ from dataclasses import dataclass
 from persistence.database import Connection, InterfaceError, PostgresError
 from persistence.database import connect as connect_database
 from persistence.writer import (
+    MULTI_ORDER_KIND,
     PERMANENT_ERRORS,
     UNDECODABLE_ERRORS,
     Event,
     PreparedBatch,
+    decode_entries,
     decode_entry,
+    extra_events,
     prepare_batch,
     record_dead_letter,
     write_events,
@@ -93,12 +96,13 @@ def share_nice(connection: Connection, nice: int) -> bool:
 
 
 def small_batch_under(settings: Settings) -> int:
-    """A batch under a quarter of persister_batch_size_max is small: the persister is keeping up."""
+    """A batch of fewer events than a quarter of persister_batch_size_max is small: the persister is
+    keeping up."""
     return max(1, settings.persister_batch_size_max // 4)
 
 
 def persister_linger_s(written: int, settings: Settings) -> float:
-    """How long to let the stream fill after a batch of written entries: persister_linger_ms after a
+    """How long to let the stream fill after a batch of written events: persister_linger_ms after a
     small batch (under a steady load each Postgres transaction then carries more orders; its commit
     costs about the same for 20 orders as for 200), else 0: a larger batch means a backlog building
     up, and an empty read already waited in XREADGROUP's BLOCK."""
@@ -115,6 +119,12 @@ class _Batch:
     events: list[tuple[StreamEntry, Event]]
     refused: list[tuple[StreamEntry, BaseException]]
     prepared: PreparedBatch
+    extra_events: dict[str, int]  # entries that hold several events: the events beyond the first
+
+    @property
+    def size(self) -> int:
+        """Events in the batch (an orders_created entry holds several), undecodable entries included."""
+        return len(self.entries) + sum(self.extra_events.values())
 
 
 class Persister:
@@ -142,6 +152,11 @@ class Persister:
         # Read but not yet committed, in stream order: batches read ahead, and batches whose
         # write failed for a passing reason; each leaves once written and acknowledged.
         self._in_hand: list[_Batch] = []
+        # Entries to read at once: persister_batch_size_max counts events, and an entry may hold
+        # several (orders_created), so each read asks for as many entries as the last read's
+        # events per entry say make persister_batch_size_max events (_prepare splits a read that
+        # holds more into batches of at most that many).
+        self._read_count = settings.persister_batch_size_max
 
     async def run(self, stop: asyncio.Event) -> None:
         _, database_url = require_services(self.settings)
@@ -205,7 +220,7 @@ class Persister:
         return connection
 
     async def step(self, connection: Connection, *, second: Connection | None = None, read_ahead: bool = True) -> int:
-        """Write the first batch in hand (else claimed entries, else new ones); returns the entries
+        """Write the first batch in hand (else claimed entries, else new ones); returns the events
         written.
 
         While a batch that is not small is written, the next one is read and prepared (decoded,
@@ -213,11 +228,11 @@ class Persister:
         a backlog the two used to take turns. With ``second``, the batch after it is written too,
         on that connection and committed after it, and two batches are read ahead."""
         if not self._in_hand:
-            self._in_hand.append(self._prepare(await self._next_entries()))
+            self._in_hand.extend(self._prepare(await self._next_entries()))
         batch = self._in_hand[0]
         if (
             read_ahead
-            and len(batch.entries) >= small_batch_under(self.settings)
+            and batch.size >= small_batch_under(self.settings)
             and not self._claim_due()  # else a backlog would keep stale entries from ever being claimed
         ):
             behind = self._in_hand[1] if second is not None and len(self._in_hand) > 1 else None
@@ -251,12 +266,10 @@ class Persister:
     async def _read_ahead(self, batches: int) -> list[_Batch]:
         ahead: list[_Batch] = []
         for _ in range(batches):
-            entries = await self.store.read_group(
-                PERSISTER_GROUP, self.name, count=self.settings.persister_batch_size_max, block_ms=None
-            )
+            entries = await self.store.read_group(PERSISTER_GROUP, self.name, count=self._read_count, block_ms=None)
             if not entries:
                 break
-            ahead.append(self._prepare(entries))
+            ahead.extend(self._prepare(entries))
         return ahead
 
     def _claim_due(self) -> bool:
@@ -270,36 +283,56 @@ class Persister:
             if claimed:
                 return claimed
         return await self.store.read_group(
-            PERSISTER_GROUP,
-            self.name,
-            count=self.settings.persister_batch_size_max,
-            block_ms=self.settings.persister_block_ms,
+            PERSISTER_GROUP, self.name, count=self._read_count, block_ms=self.settings.persister_block_ms
         )
 
     async def claim(self) -> list[StreamEntry]:
         """This consumer's own unacknowledged entries, then those a dead consumer left."""
-        own = await self.store.read_own_pending(
-            PERSISTER_GROUP, self.name, count=self.settings.persister_batch_size_max
-        )
+        own = await self.store.read_own_pending(PERSISTER_GROUP, self.name, count=self._read_count)
         if own:
             return own
         return await self.store.claim_stale(
             PERSISTER_GROUP,
             self.name,
             idle_ms=self.settings.persister_claim_idle_ms,
-            count=self.settings.persister_batch_size_max,
+            count=self._read_count,
         )
 
-    def _prepare(self, entries: list[StreamEntry]) -> _Batch:
+    def _prepare(self, entries: list[StreamEntry]) -> list[_Batch]:
+        """The entries of one read as batches of at most persister_batch_size_max events each (an
+        entry is never split; no entries: one empty batch), in stream order."""
+        size_max = self.settings.persister_batch_size_max
+        extra = {entry.entry_id: extra_events(entry.fields) for entry in entries
+                 if entry.fields.get(b"k") == MULTI_ORDER_KIND}  # fmt: skip
+        if entries:
+            self._read_count = max(1, min(size_max, size_max * len(entries) // (len(entries) + sum(extra.values()))))
+        if not extra:
+            return [self._prepare_batch(entries, extra)]
+        groups: list[list[StreamEntry]] = [[]]
+        size = 0
+        for entry in entries:
+            events = 1 + extra.get(entry.entry_id, 0)
+            if groups[-1] and size + events > size_max:
+                groups.append([])
+                size = 0
+            groups[-1].append(entry)
+            size += events
+        return [self._prepare_batch(group, extra) for group in groups]
+
+    def _prepare_batch(self, entries: list[StreamEntry], extra: dict[str, int]) -> _Batch:
         partition = self.store.keys.partition
         events: list[tuple[StreamEntry, Event]] = []
         refused: list[tuple[StreamEntry, BaseException]] = []
         for entry in entries:
             try:
-                events.append((entry, decode_entry(partition, entry.entry_id, entry.fields)))
+                if entry.entry_id in extra:
+                    events.extend((entry, event) for event in decode_entries(partition, entry.entry_id, entry.fields))
+                else:
+                    events.append((entry, decode_entry(partition, entry.entry_id, entry.fields)))
             except UNDECODABLE_ERRORS as error:
                 refused.append((entry, error))
-        return _Batch(entries, events, refused, prepare_batch([event for _, event in events]))
+        mine = {entry.entry_id: extra[entry.entry_id] for entry in entries if entry.entry_id in extra}
+        return _Batch(entries, events, refused, prepare_batch([event for _, event in events]), mine)
 
     async def _write_two(self, connection: Connection, second: Connection, first: _Batch, behind: _Batch) -> int:
         """Write first on connection and behind on second at once, behind committing after first.
@@ -327,19 +360,21 @@ class Persister:
         except PERMANENT_ERRORS:
             if after is not None:
                 await after
-            # Find the entries Postgres refuses: apply the batch one entry at a time.
+            # Find the entries Postgres refuses: apply the batch one event at a time. An entry of
+            # several events is a dead letter once, for its first refused event (the others are written).
             for entry, event in batch.events:
                 try:
                     await write_events(connection, [event])
                 except PERMANENT_ERRORS as error:
-                    refused.append((entry, error))
+                    if all(refused_entry is not entry for refused_entry, _ in refused):
+                        refused.append((entry, error))
         partition = self.store.keys.partition
         for entry, reason in refused:
             logger.error("persister: dead letter %s: %s: %s", entry.entry_id, type(reason).__name__, reason)
             await record_dead_letter(connection, partition, entry.entry_id, entry.fields, reason)
-        await self.store.acknowledge(PERSISTER_GROUP, [entry.entry_id for entry in batch.entries])
+        await self.store.acknowledge(PERSISTER_GROUP, [entry.entry_id for entry in batch.entries], batch.extra_events)
         self._let_go(batch)
-        return len(batch.entries)
+        return batch.size
 
     def _let_go(self, batch: _Batch) -> None:
         """Take a written batch out of hand, found by identity (comparing by value would compare

@@ -34,8 +34,9 @@ async def test_sigkill_of_the_persister_mid_batch_then_a_new_one_writes_every_or
     await setup_region(catalog, "eu", ["w1"])
     await add_sku(catalog, "s1", stock={"w1": ORDERS})
     now_ms = orders.clock()
-    for first in range(0, ORDERS, 100):
-        requests = [orders.to_request(order_in(f"c{n}", {"s1": 1}), f"k{n}", now_ms) for n in range(first, first + 100)]
+    # Calls of 10 orders: 300 stream entries of 10 events (orders_created), 60 batches of 50 events.
+    for first in range(0, ORDERS, 10):
+        requests = [orders.to_request(order_in(f"c{n}", {"s1": 1}), f"k{n}", now_ms) for n in range(first, first + 10)]
         await store.reserve(requests, now_ms=now_ms, stream_length_max=100_000, idempotency_ttl_ms=60_000)
     await store.ensure_group(PERSISTER_GROUP)
     environ = service_environment(

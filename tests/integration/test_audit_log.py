@@ -15,7 +15,7 @@ from intake.service import CatalogService
 from persistence.audit import audit_reader
 from persistence.clients import create_client, revoke_client, scopes_reader
 from persistence.database import connect
-from persistence.writer import decode_entry, write_events
+from persistence.writer import decode_entries, write_events
 from reservation.audit import AUDIT_ACTIONS, AUDIT_TARGET_TYPES
 from reservation.clock import moment_of
 from reservation.store import RedisStore
@@ -135,8 +135,8 @@ async def test_replaying_the_whole_stream_adds_no_audit_row(
     await drain(store, settings, database)
     rows = await count_rows(database, "SELECT count(*) FROM audit_log")
     assert rows == 5  # two warehouses, a dispatch rule, a SKU, a stocktake
-    events = [decode_entry(0, entry_id.decode(), fields) for entry_id, fields in await store.client.xrange(
-        store.keys.stream)]  # fmt: skip
+    events = [event for entry_id, fields in await store.client.xrange(
+        store.keys.stream) for event in decode_entries(0, entry_id.decode(), fields)]  # fmt: skip
     connection = await connect(database)
     try:
         await write_events(connection, list(reversed(events)))

@@ -8,7 +8,7 @@ import pytest
 from intake.schemas import PaymentIn
 from intake.service import CatalogService, OrderService
 from persistence.database import connect
-from persistence.writer import decode_entry, write_events
+from persistence.writer import decode_entries, decode_entry, write_events
 from reservation.keys import PERSISTER_GROUP
 from reservation.records import order_record_decoder
 from reservation.store import RedisStore
@@ -34,7 +34,7 @@ async def test_replaying_every_event_twice_and_in_reverse_changes_nothing(
     await orders.pay(first.order_id, PaymentIn(payment_id="p1", amount=500, method="card"))
     _, second = await orders.place(order_in("c2", {"s1": 1}), "k2")
     await orders.cancel(second.order_id, "customer")
-    events = [decode_entry(0, entry_id, fields) for entry_id, fields in await all_entries(store)]
+    events = [event for entry_id, fields in await all_entries(store) for event in decode_entries(0, entry_id, fields)]
     connection = await connect(database)
     try:
         await write_events(connection, list(reversed(events)))  # newest first: guards must hold
@@ -64,7 +64,7 @@ async def test_items_and_shipments_are_never_written_without_their_order(
     placed = [(await orders.place(order_in(f"c{number}", {"s1": 1}), f"k{number}"))[1] for number in range(3)]
     await orders.pay(placed[0].order_id, PaymentIn(payment_id="p1", amount=250, method="card"))
     await orders.cancel(placed[1].order_id, "customer")
-    events = [decode_entry(0, entry_id, fields) for entry_id, fields in await all_entries(store)]
+    events = [event for entry_id, fields in await all_entries(store) for event in decode_entries(0, entry_id, fields)]
     order_events = [event for event in events if event.order is not None]
     connection = await connect(database)
     try:
@@ -113,7 +113,7 @@ async def test_the_event_feed_keeps_each_events_payload_beside_its_row(
     _, first = await orders.place(order_in("c1", {"s1": 2}), "k1")
     _, second = await orders.place(order_in("c2", {"s1": 1}), 'k"2\\ {x}')  # JSON's escapes, in a key
     await orders.cancel(second.order_id, "customer")
-    events = [decode_entry(0, entry_id, fields) for entry_id, fields in await all_entries(store)]
+    events = [event for entry_id, fields in await all_entries(store) for event in decode_entries(0, entry_id, fields)]
     connection = await connect(database)
     try:
         await write_events(connection, events)

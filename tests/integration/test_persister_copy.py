@@ -19,6 +19,7 @@ from persistence.writer import (
     PERMANENT_ERRORS,
     Event,
     _ready_for_copy,
+    decode_entries,
     decode_entry,
     prepare_batch,
     write_events,
@@ -80,7 +81,7 @@ async def history(
     await orders.pay(split.order_id, PaymentIn(payment_id="p9", amount=split.total, method="card"))
     await catalog.set_stock("s2", "w1", StockSetIn(on_hand=20))
     raw = await store.client.xrange(store.keys.stream)
-    return [decode_entry(0, entry_id.decode(), fields) for entry_id, fields in raw]
+    return [event for entry_id, fields in raw for event in decode_entries(0, entry_id.decode(), fields)]
 
 
 async def written(connection: asyncpg.Connection, batches: list[list[Event]], copy: bool | None) -> dict[str, Any]:
@@ -139,7 +140,7 @@ async def test_a_copy_batch_postgres_refuses_writes_nothing(
     await add_sku(catalog, "s1", price=250, stock={"w1": 10})
     _, order = await orders.place(order_in("c1", {"s1": 1}), "k1")
     raw = await store.client.xrange(store.keys.stream)
-    events = [decode_entry(0, entry_id.decode(), fields) for entry_id, fields in raw]
+    events = [event for entry_id, fields in raw for event in decode_entries(0, entry_id.decode(), fields)]
     teleported = msgspec.structs.replace(
         order_record_decoder.decode(msgspec.msgpack.encode(order)), status="teleported"
     )
@@ -169,7 +170,7 @@ async def test_the_persister_copies_large_batches_and_the_ledger_still_matches(
     for order in created[:5]:
         await orders.cancel(order.order_id, "customer")
     raw = await store.client.xrange(store.keys.stream)
-    events = [decode_entry(0, entry_id.decode(), fields) for entry_id, fields in raw]
+    events = [event for entry_id, fields in raw for event in decode_entries(0, entry_id.decode(), fields)]
     assert prepare_batch(events).copy is not None
     assert prepare_batch(events[: COPY_EVENTS_MIN - 1]).copy is None
     await drain(store, settings, database)

@@ -20,7 +20,7 @@ import pytest
 from intake.schemas import PaymentIn
 from intake.service import CatalogService, OrderService
 from persistence.database import connect
-from persistence.writer import decode_entry, prepare_batch, write_events
+from persistence.writer import decode_entries, prepare_batch, write_events
 from reservation.keys import PERSISTER_GROUP
 from reservation.store import RedisStore
 from rushgate.settings import Settings
@@ -152,7 +152,11 @@ async def test_a_later_batch_already_written_falls_back_to_the_statement_after_t
     """A replay: the later batch's rows are there already, its COPY fails on a key while the
     earlier batch is written, and it is written again by upsert once the earlier one committed."""
     raw = await store.client.xrange(store.keys.stream)
-    later = [decode_entry(0, entry_id.decode(), fields) for entry_id, fields in raw[2 * BATCH : 3 * BATCH]]
+    later = [
+        event
+        for entry_id, fields in raw[2 * BATCH : 3 * BATCH]
+        for event in decode_entries(0, entry_id.decode(), fields)
+    ]
     connection = await connect(database)
     try:
         await write_events(connection, later)
@@ -177,7 +181,7 @@ async def test_a_batch_creating_an_order_the_batch_before_writes_is_not_copied_b
     await orders.place(order_in("c2", {"s1": 1}), "k2")
     await orders.pay(placed.order_id, PaymentIn(payment_id="p1", amount=250, method="card"))
     raw = await store.client.xrange(store.keys.stream)
-    events = [decode_entry(0, entry_id.decode(), fields) for entry_id, fields in raw]
+    events = [event for entry_id, fields in raw for event in decode_entries(0, entry_id.decode(), fields)]
     created_first, created_second, paid = (event for event in events if event.order is not None)
     assert (created_first.kind, created_second.kind, paid.kind) == ("order_created", "order_created", "order_paid")
     # A late order_created (claimed after the entries behind it were written) behind its own payment:
