@@ -2,8 +2,9 @@
 
 Two views of the same lag, sampled every ``SAMPLE_INTERVAL_S``:
 
-- backlog: entries the persister group has not acknowledged yet (pending + never delivered),
-  turned into seconds of orders by dividing by the measured intake rate;
+- backlog: events the persister group has not acknowledged yet (its pending and never delivered
+  entries, an orders_created entry counting its orders: ``RedisStore.stream_backlog``), turned
+  into seconds of orders by dividing by the measured intake rate;
 - age of the oldest unacknowledged entry (its stream id carries the time it was appended):
   how far behind Postgres is, directly in seconds.
 """

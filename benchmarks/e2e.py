@@ -756,7 +756,7 @@ def render(report: dict[str, Any]) -> str:
     persister = summary["persister"]
     drain = persister["drain_s_max"]
     lines.append(
-        f"persister during rushgate runs: backlog max {persister['entries_max']:,} entries = "
+        f"persister during rushgate runs: backlog max {persister['entries_max']:,} events = "
         f"{persister['seconds_of_orders_max']:.2f} s of orders at the measured rate (target < {TARGET_BACKLOG_S:g} s: "
         f"{_verdict(persister['seconds_of_orders_max'], TARGET_BACKLOG_S, at_least=False)}); oldest unpersisted "
         f"entry max {persister['oldest_age_ms_max'] / 1000:.2f} s; drained "
@@ -838,7 +838,7 @@ def _render_batch(batch: dict[str, Any]) -> list[str]:
         f"accepted (target >= 100,000), {batch['rate']:,.0f} req/s; request p50 {batch['p50_ms']:.2f}  "
         f"p99 {batch['p99_ms']:.2f}  p99.9 {batch['p999_ms']:.2f} ms; non-2xx {batch['non_2xx']}, "
         f"socket errors {batch['socket_errors']}",
-        f"  persister: backlog max {persister['entries_max']:,} entries ({backlog_s:.2f} s of orders), "
+        f"  persister: backlog max {persister['entries_max']:,} events ({backlog_s:.2f} s of orders), "
         f"oldest {oldest_s:.2f} s; " + ("drain TIMEOUT" if drain is None else f"drained {drain:.2f} s after"),
         f"  {describe(batch['redis'])}",
     ]
