@@ -76,34 +76,37 @@ class Event(msgspec.Struct, frozen=True):
         return (self.stream_ms, self.stream_seq)
 
 
-MULTI_ORDER_KIND = b"orders_created"
-"""The kind of an entry that holds several orders: reserve.lua appends one entry per call, and a
-call that accepts two or more orders writes their documents as one msgpack array (field o)."""
+MULTI_ORDER_KINDS = {b"orders_created": "order_created", b"orders_cancelled": "order_cancelled"}
+"""Kinds of entry that hold several orders, and the kind of each order's event: reserve.lua and
+cancel.lua append one entry per call, and a call that accepts or cancels two or more orders
+writes their documents as one msgpack array (field o)."""
 
 orders_decoder = msgspec.msgpack.Decoder(list[OrderRecord])
 
 
 def decode_entries(partition: int, entry_id: str, fields: dict[bytes, bytes]) -> list[Event]:
-    """The events of one entry: its one event, or one order_created per order of an orders_created
-    entry, in the order of its array (stream_index 0, 1, ...)."""
-    if fields.get(b"k") != MULTI_ORDER_KIND:
+    """The events of one entry: its one event, or for an orders_created (orders_cancelled) entry one
+    order_created (order_cancelled) per order, in the order of its array (stream_index 0, 1, ...)."""
+    kind = MULTI_ORDER_KINDS.get(fields.get(b"k", b""))
+    if kind is None:
         return [decode_entry(partition, entry_id, fields)]
     stream_ms, stream_seq = _entry_position(entry_id)
     orders = orders_decoder.decode(fields[b"o"])
     if len(orders) < 2:
-        raise ValueError(f"orders_created with {len(orders)} orders at {entry_id}")
+        raise ValueError(f"{kind} entry of {len(orders)} orders at {entry_id}")
+    occurred = fields.get(b"t")  # orders_cancelled's; orders_created's is each document's updated_ms
     return [
-        Event(partition, stream_ms, stream_seq, "order_created", order.updated_ms, order,
-              _derived_movements("order_created", order, entry_id), None, stream_index=index)
+        Event(partition, stream_ms, stream_seq, kind, int(occurred) if occurred is not None else order.updated_ms,
+              order, _derived_movements(kind, order, entry_id), None, stream_index=index)
         for index, order in enumerate(orders)
     ]  # fmt: skip
 
 
 def extra_events(fields: dict[bytes, bytes]) -> int:
-    """Events an entry holds beyond one: an orders_created entry's orders less one, read from its
-    array's msgpack header (so an entry whose documents do not decode still counts what
-    reserve.lua counted for it); 0 for any other entry."""
-    if fields.get(b"k") != MULTI_ORDER_KIND:
+    """Events an entry holds beyond one: an orders_created or orders_cancelled entry's orders less
+    one, read from its array's msgpack header (so an entry whose documents do not decode still
+    counts what the script counted for it); 0 for any other entry."""
+    if fields.get(b"k", b"") not in MULTI_ORDER_KINDS:
         return 0
     packed = fields.get(b"o", b"")
     if packed[:1] and 0x90 <= packed[0] <= 0x9F:
@@ -141,7 +144,7 @@ def decode_entry(partition: int, entry_id: str, fields: dict[bytes, bytes]) -> E
             movements = _derived_movements(kind, order, entry_id)
         case = case_record_decoder.decode(fields[b"c"]) if b"c" in fields else None
         return Event(partition, stream_ms, stream_seq, kind, occurred_ms, order, movements, None, case)
-    if kind == "orders_created":
+    if kind in ("orders_created", "orders_cancelled"):
         raise ValueError(f"{entry_id} holds several events: decode_entries reads it")
     occurred_ms = int(fields[b"t"])
     audit_field = fields.get(b"u")  # absent from events written before the audit log existed

@@ -404,7 +404,7 @@ class RedisStore:
         self, orders: Sequence[OrderRecord], reply: str, *, reason: str, now_ms: int, due_only: bool
     ) -> list[Any]:
         keys = self.keys
-        table = KeyTable([keys.stream, keys.expiry, keys.sold_out])
+        table = KeyTable([keys.stream, keys.expiry, keys.sold_out, keys.metrics])
         flat: list[Any] = []
         for order in orders:
             skus = order.skus

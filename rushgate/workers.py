@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from persistence.database import Connection, InterfaceError, PostgresError
 from persistence.database import connect as connect_database
 from persistence.writer import (
-    MULTI_ORDER_KIND,
+    MULTI_ORDER_KINDS,
     PERMANENT_ERRORS,
     UNDECODABLE_ERRORS,
     Event,
@@ -303,7 +303,7 @@ class Persister:
         entry is never split; no entries: one empty batch), in stream order."""
         size_max = self.settings.persister_batch_size_max
         extra = {entry.entry_id: extra_events(entry.fields) for entry in entries
-                 if entry.fields.get(b"k") == MULTI_ORDER_KIND}  # fmt: skip
+                 if entry.fields.get(b"k", b"") in MULTI_ORDER_KINDS}  # fmt: skip
         if entries:
             self._read_count = max(1, min(size_max, size_max * len(entries) // (len(entries) + sum(extra.values()))))
         if not extra:

@@ -261,8 +261,9 @@ async def test_expire_answers_only_codes_and_cancels_only_the_due_pending_orders
 
 def cancel_keys(store: RedisStore, order: OrderRecord) -> list[str]:
     """KEYS of a cancel.lua call for one order of SKU s1, in the order the store's key table gives them."""
-    return [store.keys.stream, store.keys.expiry, store.keys.sold_out, store.keys.order(order.order_id),
-            store.keys.customer_counters(order.customer_id), store.keys.stock("s1")]  # fmt: skip
+    return [store.keys.stream, store.keys.expiry, store.keys.sold_out, store.keys.metrics,
+            store.keys.order(order.order_id), store.keys.customer_counters(order.customer_id),
+            store.keys.stock("s1")]  # fmt: skip
 
 
 async def assert_untouched(orders: OrderService, store: RedisStore, order_id: str) -> None:
@@ -286,19 +287,19 @@ async def test_cancel_refuses_an_unknown_reply_mode_before_any_write(
     ("orders_argument", "message"),
     [
         (b"\xc1", "msgpack array of orders"),  # not msgpack
-        ([4, 5, "ORDER", "payment_timeout", True, 1, "s1", 7], "malformed sku in order 1"),  # no KEYS[7]
-        ([3, 5, "ORDER", "payment_timeout", True, 1, "s1", 6], "malformed or repeated order 1"),  # a fixed key
-        ([4, 5, "ORDER", "payment_timeout", True, 2, "s1", 6], "malformed or repeated order 1"),  # short
-        ([4, 5, "ORDER", "payment_timeout", True, 1, "s1", 6] * 2, "malformed or repeated order 2"),
-        ([4, 5, "ORDER", "payment_timeout", "1", 1, "s1", 6], "malformed or repeated order 1"),  # due_only
-        ([4, 5, "ORDER", "payment_timeout", 1, 1, "s1", 6], "malformed or repeated order 1"),  # due_only
-        ([4, 5, "ORDER", "payment_timeout", True, 0.5, "s1", 6], "malformed or repeated order 1"),
-        ([4, 5, "ORDER", "fraud", True, 1, "s1", 6], "malformed or repeated order 1"),  # unknown reason
+        ([5, 6, "ORDER", "payment_timeout", True, 1, "s1", 8], "malformed sku in order 1"),  # no KEYS[8]
+        ([4, 6, "ORDER", "payment_timeout", True, 1, "s1", 7], "malformed or repeated order 1"),  # a fixed key
+        ([5, 6, "ORDER", "payment_timeout", True, 2, "s1", 7], "malformed or repeated order 1"),  # short
+        ([5, 6, "ORDER", "payment_timeout", True, 1, "s1", 7] * 2, "malformed or repeated order 2"),
+        ([5, 6, "ORDER", "payment_timeout", "1", 1, "s1", 7], "malformed or repeated order 1"),  # due_only
+        ([5, 6, "ORDER", "payment_timeout", 1, 1, "s1", 7], "malformed or repeated order 1"),  # due_only
+        ([5, 6, "ORDER", "payment_timeout", True, 0.5, "s1", 7], "malformed or repeated order 1"),
+        ([5, 6, "ORDER", "fraud", True, 1, "s1", 7], "malformed or repeated order 1"),  # unknown reason
         (
-            [4, 5, "ORDER", "customer", False, 1, "s1", 6, 4, 5, "OTHER", "customer", False, 1, "s1", 6],
+            [5, 6, "ORDER", "customer", False, 1, "s1", 7, 5, 6, "OTHER", "customer", False, 1, "s1", 7],
             "malformed or repeated order 2",
         ),  # one order key under two ids: it would be released twice
-        ([4, 5, "OTHER", "customer", False, 1, "s1", 6], "holds another order"),
+        ([5, 6, "OTHER", "customer", False, 1, "s1", 7], "holds another order"),
     ],
 )
 async def test_cancel_refuses_malformed_orders_before_any_write(

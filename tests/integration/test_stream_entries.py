@@ -1,7 +1,8 @@
-"""One stream entry per reserve call: a call that accepts several orders appends one orders_created
-entry holding their documents; the backlog bound and the backlog gauge count its events, not
-entries; the persister writes one event per order (numbered by stream_index), takes the entry's
-events off the count once, and keeps every batch within persister_batch_size_max events."""
+"""One stream entry per reserve or cancel call: a call that accepts (cancels) several orders appends
+one orders_created (orders_cancelled) entry holding their documents; the backlog bound and the
+backlog gauge count its events, not entries; the persister writes one event per order (numbered
+by stream_index), takes the entry's events off the count once, and keeps every batch within
+persister_batch_size_max events."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from intake.service import CatalogService, OrderService
 from persistence.database import connect
 from persistence.writer import decode_entries, extra_events, orders_decoder, write_events
 from reservation.keys import PERSISTER_GROUP
-from reservation.outcomes import ReserveCode
+from reservation.outcomes import CancelCode, ReserveCode
 from reservation.store import STREAM_EXTRA_EVENTS, RedisStore, ReserveResult
 from rushgate.settings import Settings
 from rushgate.workers import Persister
@@ -254,3 +255,41 @@ async def test_a_call_of_more_orders_than_an_entry_holds_appends_several_entries
         ]
     )
     assert await extra_field(store) == b"999"
+
+
+async def test_a_sweep_appends_one_orders_cancelled_entry_and_the_persister_releases_each_order(
+    stocked: None, orders: OrderService, store: RedisStore, database: str, settings: Settings
+) -> None:
+    """Expiring 6 holds (one already cancelled by its customer, alone: an order_cancelled entry)
+    appends one orders_cancelled entry of the other 5, with its time; Postgres gets an
+    order_cancelled event and release movements per order, and the ledger still matches."""
+    held = [result.order for result in await reserve(store, requests(orders, range(6)))]
+    assert all(order is not None for order in held)
+    [alone] = await store.cancel([held[0]], reason="customer", now_ms=NOW_MS + 1, due_only=False)  # type: ignore[list-item]
+    assert alone.code is CancelCode.CANCELLED
+    before = await store.stream_length()
+    late_ms = held[1].expires_ms + 5  # type: ignore[union-attr]
+    codes = await store.expire(held, now_ms=late_ms)  # type: ignore[arg-type]
+    assert codes == [CancelCode.ALREADY_CANCELLED] + [CancelCode.CANCELLED] * 5
+    [(entry_id, fields)] = await entries_after(store, before)
+    assert (fields[b"k"], fields[b"t"], extra_events(fields)) == (b"orders_cancelled", str(late_ms).encode(), 4)
+    stored = [await store.client.get(store.keys.order(order.order_id)) for order in held[1:]]  # type: ignore[union-attr]
+    assert fields[b"o"] == b"\x95" + b"".join(stored)
+    events = decode_entries(0, entry_id, fields)
+    assert [(event.kind, event.stream_index, event.occurred_ms) for event in events] == [
+        ("order_cancelled", index, late_ms) for index in range(5)
+    ]
+    assert await extra_field(store) == b"9"  # 5 from the reserve call's entry of 6, 4 from this one
+    persister = Persister(store, settings, name="p")
+    await store.ensure_group(PERSISTER_GROUP)
+    connection = await connect(database)
+    try:
+        while await store.stream_backlog(PERSISTER_GROUP):
+            await persister.step(connection)
+    finally:
+        await connection.close()
+    assert await extra_field(store) is None
+    releases = "SELECT count(*) FROM stock_movements WHERE kind = 'release'"
+    assert await count_rows(database, releases) == 6
+    assert await count_rows(database, "SELECT count(*) FROM orders WHERE status = 'cancelled'") == 6
+    await assert_ledger_matches(store, database, ["s1", "scarce"])
