@@ -875,7 +875,7 @@ class RedisStore:
 
     async def stream_backlog(self, group: str) -> int:
         """Events not yet acknowledged by the group: its pending and never delivered entries, plus
-        the orders beyond the first of those that hold several (reserve.lua's orders_created)."""
+        the orders beyond the first of those that hold several (orders_created, orders_cancelled)."""
         info = await self.client.xinfo_groups(self.keys.stream)
         extra = int(await self.client.hget(self.keys.metrics, STREAM_EXTRA_EVENTS) or 0)
         for item in info:

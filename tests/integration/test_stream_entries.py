@@ -47,6 +47,19 @@ async def extra_field(store: RedisStore) -> bytes | None:
     return value
 
 
+async def drain(store: RedisStore, database: str, persister: Persister) -> list[int]:
+    """Run the persister until the group has acknowledged everything; the events of each step."""
+    await store.ensure_group(PERSISTER_GROUP)
+    connection = await connect(database)
+    written = []
+    try:
+        while await store.stream_backlog(PERSISTER_GROUP):
+            written.append(await persister.step(connection))
+    finally:
+        await connection.close()
+    return written
+
+
 async def test_a_call_appends_one_entry_with_its_accepted_orders_in_order(
     stocked: None, orders: OrderService, store: RedisStore
 ) -> None:
@@ -137,12 +150,9 @@ async def test_the_persister_writes_an_event_per_order_and_a_replay_changes_noth
     before = await store.stream_length()
     results = await reserve(store, requests(orders, range(12)))
     [(entry_id, _)] = await entries_after(store, before)
-    persister = Persister(store, settings, name="p")
-    await store.ensure_group(PERSISTER_GROUP)
+    await drain(store, database, Persister(store, settings, name="p"))
     connection = await connect(database)
     try:
-        while await store.stream_backlog(PERSISTER_GROUP):
-            await persister.step(connection)
         milliseconds, sequence = (int(part) for part in entry_id.split("-"))
         rows = await connection.fetch(
             "SELECT stream_index, order_id, kind FROM events WHERE stream_ms = $1 AND stream_seq = $2"
@@ -188,13 +198,7 @@ async def test_batches_stay_within_their_size_in_events(
     await store.ensure_group(PERSISTER_GROUP)
     total = await store.stream_backlog(PERSISTER_GROUP)
     persister = Persister(store, msgspec.structs.replace(settings, persister_batch_size_max=8), name="p")
-    connection = await connect(database)
-    written = []
-    try:
-        while await store.stream_backlog(PERSISTER_GROUP):
-            written.append(await persister.step(connection))
-    finally:
-        await connection.close()
+    written = await drain(store, database, persister)
     assert sum(written) == total
     assert 0 < max(written) <= 8
     assert persister._read_count == 1  # 8 events at 5 an entry: one entry a read
@@ -206,14 +210,7 @@ async def test_an_undecodable_entry_of_several_orders_is_a_dead_letter_and_its_c
 ) -> None:
     await store.client.xadd(store.keys.stream, {b"k": b"orders_created", b"o": b"\x93\x01\x02\x03"})
     await store.client.hincrby(store.keys.metrics, STREAM_EXTRA_EVENTS, 2)  # as reserve.lua would
-    await store.ensure_group(PERSISTER_GROUP)
-    persister = Persister(store, settings, name="p")
-    connection = await connect(database)
-    try:
-        while await store.stream_backlog(PERSISTER_GROUP):
-            await persister.step(connection)
-    finally:
-        await connection.close()
+    await drain(store, database, Persister(store, settings, name="p"))
     assert await count_rows(database, "SELECT count(*) FROM dead_letters WHERE kind = 'orders_created'") == 1
     assert await extra_field(store) is None
 
@@ -280,14 +277,7 @@ async def test_a_sweep_appends_one_orders_cancelled_entry_and_the_persister_rele
         ("order_cancelled", index, late_ms) for index in range(5)
     ]
     assert await extra_field(store) == b"9"  # 5 from the reserve call's entry of 6, 4 from this one
-    persister = Persister(store, settings, name="p")
-    await store.ensure_group(PERSISTER_GROUP)
-    connection = await connect(database)
-    try:
-        while await store.stream_backlog(PERSISTER_GROUP):
-            await persister.step(connection)
-    finally:
-        await connection.close()
+    await drain(store, database, Persister(store, settings, name="p"))
     assert await extra_field(store) is None
     releases = "SELECT count(*) FROM stock_movements WHERE kind = 'release'"
     assert await count_rows(database, releases) == 6
