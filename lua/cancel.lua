@@ -203,20 +203,8 @@ for _, key in ipairs(delta_keys) do
     if amount ~= 0 then call('HINCRBY', key, field, amount) end
   end
 end
-if #cancelled == 1 then
-  call('XADD', stream_key, '*', 'k', 'order_cancelled', 'o', cancelled[1], 't', now_text)
-else for first = 1, #cancelled, 1000 do -- at most 1000 orders an entry (reserve.lua's ENTRY_ORDERS_MAX)
-  local last = math.min(first + 999, #cancelled)
-  local count = last - first + 1
-  if count == 1 then
-    call('XADD', stream_key, '*', 'k', 'order_cancelled', 'o', cancelled[first], 't', now_text)
-  else
-    local header = count < 16 and string.char(0x90 + count) or string.char(0xdc, floor(count / 256), count % 256)
-    call('XADD', stream_key, '*', 'k', 'orders_cancelled', 'o', header .. table.concat(cancelled, '', first, last),
-      't', now_text)
-    call('HINCRBY', metrics_key, 'stream_extra_events', count - 1)
-  end
-end end
+--!include stream_entries
+append_documents(stream_key, metrics_key, 'order_cancelled', 'orders_cancelled', cancelled, 't', now_text)
 call_chunked('MSET', nil, documents)
 call_chunked('ZREM', expiry_key, unscheduled)
 call_chunked('SREM', sold_out_key, released_list)

@@ -240,11 +240,10 @@ end
 -- and the accepted orders' documents, appended to the stream as one entry (created).
 local documents, deadlines, created = {}, {}, {}
 
--- A msgpack array header for n elements.
+-- A msgpack array header for n elements (n < 65536).
 local function array_header(n)
   if n < 16 then return string.char(0x90 + n) end
-  if n < 65536 then return string.char(0xdc, floor(n / 256), n % 256) end
-  return string.char(0xdd, floor(n / 16777216), floor(n / 65536) % 256, floor(n / 256) % 256, n % 256)
+  return string.char(0xdc, floor(n / 256), n % 256)
 end
 
 local function hold_order(o, count, currency, total)
@@ -274,10 +273,6 @@ local function hold_order(o, count, currency, total)
   created[#created + 1] = packed
   return packed
 end
-
--- An entry holds at most this many orders (a call that accepts more appends several entries).
-local ENTRY_ORDERS_MAX = 1000
-
 
 -- One more try in a fixed window kept in a hash: returns the tries so far and the window start.
 local function count_in_window(rate_key)
@@ -330,7 +325,7 @@ local function decide(o, index)
     stream_length = call('XLEN', stream_key)
     if stream_length == 0 then
       call('HDEL', metrics_key, 'stream_extra_events')
-    elseif stream_length * 1000 + #starts >= stream_length_max then -- 1000: ENTRY_ORDERS_MAX, not an upvalue
+    elseif stream_length * 1000 + #starts >= stream_length_max then -- 1000 an entry at most (lib/stream_entries.lua)
       stream_length = stream_length + tonumber(call('HGET', metrics_key, 'stream_extra_events') or '0')
     end
   end
@@ -440,18 +435,8 @@ for stock_key, levels in pairs(stock) do
   end
   if #fields > 0 then call('HSET', stock_key, unpack(fields)) end
 end
-if #created == 1 then
-  call('XADD', stream_key, '*', 'k', 'order_created', 'o', created[1])
-else for first = 1, #created, ENTRY_ORDERS_MAX do
-  local last = math.min(first + ENTRY_ORDERS_MAX - 1, #created)
-  if first == last then
-    call('XADD', stream_key, '*', 'k', 'order_created', 'o', created[first])
-  else
-    call('XADD', stream_key, '*', 'k', 'orders_created', 'o',
-      array_header(last - first + 1) .. table.concat(created, '', first, last))
-    call('HINCRBY', metrics_key, 'stream_extra_events', last - first)
-  end
-end end
+--!include stream_entries
+append_documents(stream_key, metrics_key, 'order_created', 'orders_created', created)
 call_chunked('MSET', nil, documents)
 call_chunked('ZADD', expiry_key, deadlines)
 for code, count in pairs(counts) do call('HINCRBY', metrics_key, 'reserve_' .. code, count) end

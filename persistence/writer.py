@@ -144,7 +144,7 @@ def decode_entry(partition: int, entry_id: str, fields: dict[bytes, bytes]) -> E
             movements = _derived_movements(kind, order, entry_id)
         case = case_record_decoder.decode(fields[b"c"]) if b"c" in fields else None
         return Event(partition, stream_ms, stream_seq, kind, occurred_ms, order, movements, None, case)
-    if kind in ("orders_created", "orders_cancelled"):
+    if fields[b"k"] in MULTI_ORDER_KINDS:
         raise ValueError(f"{entry_id} holds several events: decode_entries reads it")
     occurred_ms = int(fields[b"t"])
     audit_field = fields.get(b"u")  # absent from events written before the audit log existed

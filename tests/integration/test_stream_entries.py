@@ -235,7 +235,7 @@ def test_extra_events_reads_the_array_header(packed: bytes, expected: int) -> No
 async def test_a_call_of_more_orders_than_an_entry_holds_appends_several_entries(
     catalog: CatalogService, orders: OrderService, store: RedisStore
 ) -> None:
-    """At most 1000 orders an entry (reserve.lua's ENTRY_ORDERS_MAX, which its backlog check relies
+    """At most 1000 orders an entry (lua/lib/stream_entries.lua; reserve.lua's backlog check relies
     on): 1001 accepted orders are an entry of 1000 and one of one."""
     await setup_region(catalog, "eu", ["w1"])
     await add_sku(catalog, "s1", price=250, stock={"w1": 1001})
